@@ -1,0 +1,37 @@
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test bench lint up down clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# CPU torch first: an unpinned torch would pull a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/facespeech demo $(if $(VIDEO),--video $(VIDEO)) $(if $(AUDIO),--audio $(AUDIO))
+
+test: $(STAMP)
+	$(PY) -m pytest -q -ra
+
+bench: $(STAMP)
+	$(PY) -m bench.run_all
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check shared tests bench
+	$(VENV)/bin/mypy shared/facespeech/api shared/facespeech/db shared/facespeech/storage shared/facespeech/jobs
+
+up:
+	docker compose up -d --build
+
+down:
+	docker compose down
+
+clean:
+	rm -rf $(VENV) .facespeech

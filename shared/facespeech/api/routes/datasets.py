@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request
+
+from facespeech.api import service
+from facespeech.api.deps import CurrentTenant, SessionDep, SettingsDep, StoreDep
+from facespeech.api.problems import PROBLEM_RESPONSES
+from facespeech.api.schemas import DatasetPublic, PresignedUploadCreate, PresignedUploadPublic
+from facespeech.api.uploads import receive_upload, upload_openapi
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=PROBLEM_RESPONSES)
+IdempotencyKey = Annotated[str | None, Header(max_length=255)]
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=DatasetPublic,
+    openapi_extra=upload_openapi("file", ("name",)),
+)
+async def upload_dataset(
+    request: Request,
+    tenant: CurrentTenant,
+    session: SessionDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
+) -> DatasetPublic:
+    """Upload a talking video (mp4/mov/webm/mkv) or a dataset archive (zip/tar).
+
+    Send the file as the raw body (`?filename=` names it) or as the `file` part of a
+    multipart form with an optional `name` field. The size limit applies while streaming.
+    """
+    upload = await receive_upload(
+        request, settings.work_dir / "uploads", settings.max_upload_bytes, "file", ("name",)
+    )
+    try:
+        dataset = service.create_dataset(
+            session, store, settings, tenant, upload, upload.fields.get("name"), idempotency_key
+        )
+    finally:
+        upload.discard()
+    return DatasetPublic.model_validate(dataset)
+
+
+@router.post("/presigned", status_code=201, response_model=PresignedUploadPublic)
+def presign_upload(
+    body: PresignedUploadCreate,
+    tenant: CurrentTenant,
+    session: SessionDep,
+    store: StoreDep,
+    settings: SettingsDep,
+) -> PresignedUploadPublic:
+    """Get a form POST straight to object storage; then call `.../{id}/complete`."""
+    dataset, post = service.presign_dataset_upload(
+        session, store, settings, tenant, body.filename, body.size_bytes
+    )
+    return PresignedUploadPublic(
+        dataset_id=dataset.id,
+        url=post.url,
+        fields=post.fields,
+        max_bytes=post.max_bytes,
+        expires_in=settings.presign_expiry_s,
+    )
+
+
+@router.post("/{dataset_id}/complete", response_model=DatasetPublic)
+def complete_upload(
+    dataset_id: str,
+    tenant: CurrentTenant,
+    session: SessionDep,
+    store: StoreDep,
+    settings: SettingsDep,
+) -> DatasetPublic:
+    dataset = service.complete_presigned_upload(session, store, settings, tenant, dataset_id)
+    return DatasetPublic.model_validate(dataset)
+
+
+@router.get("/{dataset_id}", response_model=DatasetPublic)
+def read_dataset(dataset_id: str, tenant: CurrentTenant, session: SessionDep) -> DatasetPublic:
+    return DatasetPublic.model_validate(service.get_dataset(session, tenant, dataset_id))

@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request
+
+from facespeech.api import service
+from facespeech.api.deps import CurrentTenant, SessionDep, SettingsDep, StoreDep
+from facespeech.api.problems import PROBLEM_RESPONSES
+from facespeech.api.schemas import (
+    JobEventPublic,
+    JobEventsPublic,
+    JobPublic,
+    JobsPublic,
+    ModelPublic,
+    TrainingRunCreate,
+)
+from facespeech.api.uploads import receive_upload, upload_openapi
+from facespeech.config import Settings
+from facespeech.db.models import Job, JobKind, JobStatus
+from facespeech.storage import ObjectStore
+
+# Databases store 64-bit signed integers; a larger number in a query is a 422, not a 500.
+MAX_DB_INT = 2**63 - 1
+
+router = APIRouter(prefix="/v1", tags=["jobs"], responses=PROBLEM_RESPONSES)
+IdempotencyKey = Annotated[str | None, Header(max_length=255)]
+
+
+def _public(job: Job, store: ObjectStore, settings: Settings) -> JobPublic:
+    public = JobPublic.model_validate(job)
+    public.result_url = service.result_url(store, settings, job)
+    return public
+
+
+@router.post("/training-runs", status_code=202, response_model=JobPublic)
+def start_training_run(
+    body: TrainingRunCreate,
+    tenant: CurrentTenant,
+    session: SessionDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JobPublic:
+    job = service.create_training_run(
+        session, settings, tenant, body.dataset_id, body.preset, body.overrides, idempotency_key
+    )
+    return _public(job, store, settings)
+
+
+@router.post(
+    "/renders",
+    status_code=202,
+    response_model=JobPublic,
+    openapi_extra=upload_openapi("audio", ("model_id", "options")),
+)
+async def start_render(
+    request: Request,
+    tenant: CurrentTenant,
+    session: SessionDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JobPublic:
+    """Render speech with a trained model: multipart form with `model_id`, an `audio` file
+    (wav/mp3/m4a/flac/ogg, any sample rate) and optionally `options` (RenderOptions as JSON),
+    or the audio as the raw body with `?model_id=` (and `&options=`)."""
+    upload = await receive_upload(
+        request,
+        settings.work_dir / "uploads",
+        settings.max_upload_bytes,
+        "audio",
+        ("model_id", "options"),
+    )
+    try:
+        job = service.create_render(session, store, settings, tenant, upload, idempotency_key)
+    finally:
+        upload.discard()
+    return _public(job, store, settings)
+
+
+@router.get("/jobs", response_model=JobsPublic)
+def list_jobs(
+    tenant: CurrentTenant,
+    session: SessionDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    kind: JobKind | None = None,
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=MAX_DB_INT)] = 0,
+) -> JobsPublic:
+    jobs, count = service.list_jobs(session, tenant, kind, status, limit, offset)
+    return JobsPublic(data=[_public(job, store, settings) for job in jobs], count=count)
+
+
+@router.get("/jobs/{job_id}", response_model=JobPublic)
+def read_job(
+    job_id: str, tenant: CurrentTenant, session: SessionDep, store: StoreDep, settings: SettingsDep
+) -> JobPublic:
+    return _public(service.get_job(session, tenant, job_id), store, settings)
+
+
+@router.get("/jobs/{job_id}/events", response_model=JobEventsPublic)
+def read_job_events(
+    job_id: str,
+    tenant: CurrentTenant,
+    session: SessionDep,
+    after: Annotated[int, Query(ge=0, le=MAX_DB_INT)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> JobEventsPublic:
+    events = service.list_events(session, tenant, job_id, after, limit)
+    return JobEventsPublic(
+        data=[JobEventPublic.model_validate(e) for e in events], count=len(events)
+    )
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobPublic)
+def cancel_job(
+    job_id: str, tenant: CurrentTenant, session: SessionDep, store: StoreDep, settings: SettingsDep
+) -> JobPublic:
+    return _public(service.cancel_job(session, tenant, job_id), store, settings)
+
+
+@router.get("/models/{model_id}", response_model=ModelPublic)
+def read_model(model_id: str, tenant: CurrentTenant, session: SessionDep) -> ModelPublic:
+    return ModelPublic.model_validate(service.get_model(session, tenant, model_id))

@@ -1,0 +1,42 @@
+"""Audio code from mel windows, smoothed over neighbouring frames (AD-NeRF AudioNet/AudioAttNet)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class AudioEncoder(nn.Module):
+    """One mel window per video frame -> one audio code. Convolves over time, mels as channels."""
+
+    def __init__(self, n_mels: int, window: int, audio_dim: int, width: int = 64) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels, length = n_mels, window
+        while length > 2:  # stride-2 convs until two time steps are left: 16 -> 8 -> 4 -> 2
+            layers += [nn.Conv1d(channels, width, 3, stride=2, padding=1), nn.LeakyReLU(0.02)]
+            channels, length = width, (length + 1) // 2
+        self.convs = nn.Sequential(*layers)
+        self.head = nn.Linear(channels * length, audio_dim)
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        # mel (N, W, n_mels) -> (N, n_mels, W) -> (N, width, 2) -> (N, A)
+        hidden = self.convs(mel.transpose(1, 2))
+        return self.head(hidden.flatten(1))
+
+
+class AudioSmoother(nn.Module):
+    """Attention over the K codes around a frame, so the mouth does not jitter frame to frame."""
+
+    def __init__(self, audio_dim: int, neighbours: int) -> None:
+        super().__init__()
+        self.scores = nn.Sequential(
+            nn.Conv1d(audio_dim, 16, 3, padding=1), nn.LeakyReLU(0.02),
+            nn.Conv1d(16, 1, 3, padding=1),
+        )
+        self.neighbours = neighbours
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        # codes (B, K, A) -> weights (B, K, 1) -> smoothed (B, A)
+        weights = torch.softmax(self.scores(codes.transpose(1, 2)).transpose(1, 2), dim=1)
+        return (weights * codes).sum(dim=1)

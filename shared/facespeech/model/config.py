@@ -1,0 +1,35 @@
+"""The shape-defining numbers of the model: stored in every checkpoint, never re-derived."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    image_size: int = 128  # output crop side, pixels
+    render_size: int = 32  # side of the volume-rendered feature image
+    n_mels: int = 80
+    audio_window: int = 16  # mel frames per video frame window (W)
+    audio_neighbours: int = 8  # K neighbouring windows smoothed by attention (AD-NeRF)
+    audio_dim: int = 32  # A: audio code size
+    expression_dim: int = 0  # 0 = no expression code input
+    plane_channels: int = 16  # C per tri-plane
+    plane_resolution: int = 64  # R
+    hidden: int = 64  # width of the field MLPs
+    feature_dim: int = 16  # F: rendered feature channels
+    samples_per_ray: int = 16
+    position_freqs: int = 4  # sin/cos bands of the deformation MLP's position encoding
+    max_offset: float = 0.1  # largest audio-driven point offset, in head units
+    upsampler_channels: int = 64  # width at render_size, halved per x2 stage (min 16)
+    # Camera: head of radius ~1 at this distance; near/far bound the samples around it.
+    camera_distance: float = 4.0
+    head_radius: float = 1.0
+
+    def __post_init__(self) -> None:
+        ratio = self.image_size // self.render_size
+        if self.image_size % self.render_size or ratio & (ratio - 1):
+            raise ValueError(
+                f"image_size {self.image_size} must be render_size {self.render_size} "
+                "times a power of two"
+            )

@@ -1,0 +1,90 @@
+"""The whole talking head: audio + eye + pose + reference crop -> RGB crop."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facespeech.model.audio import AudioEncoder, AudioSmoother
+from facespeech.model.camera import head_rays
+from facespeech.model.config import ModelConfig
+from facespeech.model.field import TriPlaneField
+from facespeech.model.renderer import sample_depths, volume_render
+from facespeech.model.upsampler import Upsampler
+
+
+class TalkingHead(nn.Module):
+    """Volume-render an audio-driven tri-plane head at render_size, upsample it to image_size.
+
+    The reference crop (a real frame of the person) supplies what the field does not model:
+    its downsampled pixels become the background features the head is composited over, and
+    the upsampler predicts a change to the reference at full resolution, so hair, torso and
+    background stay sharp and the field spends itself on the face and mouth.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.audio_encoder = AudioEncoder(config.n_mels, config.audio_window, config.audio_dim)
+        self.audio_smoother = AudioSmoother(config.audio_dim, config.audio_neighbours)
+        self.field = TriPlaneField(config)
+        f = config.feature_dim
+        self.background = nn.Sequential(
+            nn.Conv2d(3, f, 3, padding=1), nn.LeakyReLU(0.2), nn.Conv2d(f, f, 3, padding=1)
+        )
+        stages = (config.image_size // config.render_size).bit_length() - 1
+        self.upsampler = Upsampler(f, config.upsampler_channels, stages)
+
+    def audio_code(self, audio: torch.Tensor) -> torch.Tensor:
+        """audio (B, K, W, n_mels) -> (B, A)."""
+        batch, k = audio.shape[:2]
+        codes = self.audio_encoder(audio.flatten(0, 1)).unflatten(0, (batch, k))  # (B, K, A)
+        return self.audio_smoother(codes)
+
+    def forward(
+        self,
+        audio: torch.Tensor,
+        eye: torch.Tensor,
+        rotation: torch.Tensor,
+        offset: torch.Tensor,
+        focal: torch.Tensor,
+        reference: torch.Tensor,
+        expression: torch.Tensor | None = None,
+        jitter: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """audio (B, K, W, n_mels), eye (B, 1), rotation (B, 3, 3), offset (B, 3), focal (B,),
+        reference (B, 3, H, W) in [0, 1], expression (B, E) or None.
+
+        Returns rgb (B, 3, H, W) in [0, 1], alpha (B, 1, r, r) of the head and
+        residual (B, 3, H, W), the change to the reference in logit space.
+        """
+        cfg = self.config
+        batch, r = audio.shape[0], cfg.render_size
+        assert audio.shape[1:] == (cfg.audio_neighbours, cfg.audio_window, cfg.n_mels), audio.shape
+        assert reference.shape[1:] == (3, cfg.image_size, cfg.image_size), reference.shape
+        parts = [self.audio_code(audio), eye]
+        if cfg.expression_dim:
+            assert expression is not None, "this model was trained with expression codes"
+            parts.append(expression)
+        condition = torch.cat(parts, dim=-1)  # (B, A + 1 + E)
+
+        origins, directions = head_rays(rotation, offset, focal, r, cfg.camera_distance)
+        bound = cfg.head_radius * 1.2
+        depths = sample_depths(
+            r * r, batch, cfg.samples_per_ray, cfg.camera_distance - bound,
+            cfg.camera_distance + bound, jitter, audio.device,
+        ).to(directions.dtype)  # (B, P, S)
+        points = origins.unsqueeze(2) + directions.unsqueeze(2) * depths.unsqueeze(-1)
+        density, features = self.field(points.flatten(1, 2), condition)
+        shape = (batch, r * r, cfg.samples_per_ray)
+        head, alpha = volume_render(density.view(shape), features.view(*shape, -1), depths)
+
+        head = head.transpose(1, 2).reshape(batch, -1, r, r)  # (B, F, r, r)
+        alpha = alpha.view(batch, 1, r, r)
+        small_reference = F.interpolate(reference, size=(r, r), mode="area")
+        composite = head + (1.0 - alpha) * self.background(small_reference)
+        residual = self.upsampler(composite, reference)  # (B, 3, H, W)
+        # residual in logit space: gradients never vanish, the output stays in (0, 1)
+        rgb = torch.sigmoid(torch.logit(reference.clamp(0.01, 0.99)) + residual)
+        return {"rgb": rgb, "alpha": alpha, "residual": residual}

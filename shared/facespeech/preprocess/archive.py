@@ -1,0 +1,302 @@
+"""import_archive: a zip or tar already in the dataset layout, extracted safely and completed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO
+
+import numpy as np
+import soundfile as sf
+from PIL import Image
+
+from facespeech import dataset
+from facespeech.errors import InputError
+from facespeech.media import load_audio
+from facespeech.preprocess.config import PreprocessConfig, PreprocessReport
+from facespeech.preprocess.crop import face_mask
+from facespeech.preprocess.masks import semantic_mask
+from facespeech.preprocess.pipeline import held_out_frames, write_features
+from facespeech.preprocess.tracking import N_LANDMARKS, face_height
+
+NESTED_ARCHIVE_SUFFIXES = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar")
+COPY_CHUNK = 1024 * 1024
+ReadMember = Callable[[str], IO[bytes]]
+
+
+@dataclass
+class _Member:
+    name: str
+    size: int  # uncompressed size as the archive declares it
+    is_dir: bool
+
+
+def import_archive(
+    archive: Path,
+    out_dir: Path,
+    config: PreprocessConfig = PreprocessConfig(),  # noqa: B008 - frozen, safe to share
+) -> PreprocessReport:
+    """Extract `archive` into out_dir, check the layout, and add what is missing
+    (16 kHz audio, features, split.json, masks). InputError says what is wrong."""
+    started = time.monotonic()
+    warnings: list[str] = []
+    staging = out_dir / ".extracting"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    with _open_archive(archive) as (members, read_member):
+        _check_members(archive, members, config)
+        warnings += _extract(members, read_member, staging, config)
+    root = _layout_root(archive, staging)
+    for entry in root.iterdir():
+        target = out_dir / entry.name
+        shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(True)
+        entry.replace(target)
+    shutil.rmtree(staging, ignore_errors=True)
+    report = complete_layout(out_dir, config, source=archive.name)
+    report.warnings = warnings + report.warnings
+    report.seconds_taken = time.monotonic() - started
+    return report
+
+
+@contextmanager
+def _open_archive(archive: Path) -> Iterator[tuple[list[_Member], ReadMember]]:
+    """(members, read_member(name) -> binary file) for a zip or a (compressed) tar."""
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zipped:
+            _check_zip_links(archive, zipped)
+            members = [_Member(i.filename, i.file_size, i.is_dir()) for i in zipped.infolist()]
+            yield members, zipped.open
+        return
+    try:
+        tarred = tarfile.open(archive, mode="r:*")
+    except (tarfile.TarError, OSError) as error:
+        raise InputError(f"{archive.name}: not a zip or tar archive ({error})") from error
+    with tarred:
+        infos = tarred.getmembers()
+        for info in infos:
+            if not (info.isfile() or info.isdir()):
+                kind = "link" if info.issym() or info.islnk() else "special file"
+                raise InputError(f"{archive.name}: member {info.name!r} is a {kind}; "
+                                 "only plain files and folders are accepted")
+        members = [_Member(i.name, i.size, i.isdir()) for i in infos]
+
+        def read_member(name: str) -> IO[bytes]:
+            handle = tarred.extractfile(name)
+            assert handle is not None  # only regular files reach here
+            return handle
+
+        yield members, read_member
+
+
+def _check_zip_links(archive: Path, zipped: zipfile.ZipFile) -> None:
+    for info in zipped.infolist():
+        if info.external_attr >> 16 & 0o170000 == 0o120000:  # S_IFLNK in the unix mode
+            raise InputError(f"{archive.name}: member {info.filename!r} is a symbolic link")
+
+
+def _check_members(archive: Path, members: list[_Member], config: PreprocessConfig) -> None:
+    if len(members) > config.archive_max_members:
+        raise InputError(f"{archive.name}: {len(members)} members, more than the limit of "
+                         f"{config.archive_max_members}")
+    total = sum(m.size for m in members)
+    if total > config.archive_max_bytes:
+        raise InputError(f"{archive.name}: unpacks to {total / 1e9:.1f} GB, more than the "
+                         f"limit of {config.archive_max_bytes / 1e9:.1f} GB")
+    ratio = total / max(archive.stat().st_size, 1)
+    if ratio > config.archive_max_ratio:
+        raise InputError(f"{archive.name}: unpacks to {ratio:.0f} times its size; refusing a "
+                         f"likely decompression bomb (limit {config.archive_max_ratio:g}x)")
+    for member in members:
+        _check_name(archive, member.name)
+
+
+def _check_name(archive: Path, name: str) -> None:
+    path = PurePosixPath(name.replace("\\", "/"))
+    if path.is_absolute() or ".." in path.parts or (path.parts and ":" in path.parts[0]):
+        raise InputError(f"{archive.name}: member {name!r} would be written outside the "
+                         "dataset folder")
+
+
+def _extract(
+    members: list[_Member], read_member: ReadMember, staging: Path, config: PreprocessConfig
+) -> list[str]:
+    """Copy members out, counting real bytes: headers can lie about sizes."""
+    warnings: list[str] = []
+    written = 0
+    for member in members:
+        target = staging / PurePosixPath(member.name.replace("\\", "/"))
+        if member.is_dir:
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        if target.name.lower().endswith(NESTED_ARCHIVE_SUFFIXES):
+            warnings.append(f"nested archive {member.name} was not extracted")
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with read_member(member.name) as source, target.open("wb") as sink:
+            while chunk := source.read(COPY_CHUNK):
+                written += len(chunk)
+                if written > config.archive_max_bytes:
+                    raise InputError("the archive unpacks to more than the size limit of "
+                                     f"{config.archive_max_bytes / 1e9:.1f} GB")
+                sink.write(chunk)
+    return warnings
+
+
+def _layout_root(archive: Path, staging: Path) -> Path:
+    """The folder holding metadata/info.json: the archive root or its one top folder."""
+    candidates = [staging, *(p for p in staging.iterdir() if p.is_dir())]
+    for candidate in candidates:
+        if (candidate / "metadata" / "info.json").is_file():
+            return candidate
+    raise InputError(f"{archive.name}: no metadata/info.json; the archive must be in the "
+                     "dataset layout (images/, audio/, metadata/)")
+
+
+def complete_layout(root: Path, config: PreprocessConfig, source: str = "") -> PreprocessReport:
+    """Validate a dataset folder and fill in split.json, 16 kHz audio, features and masks."""
+    info = _read_info(root)
+    _check_persons_listed(root, info, source)
+    _ensure_split(root, info, config)
+    try:
+        tracks = dataset.read_tracks(root)
+    except (KeyError, TypeError, ValueError) as error:
+        raise InputError(f"{source}: metadata files do not match the dataset layout ({error})"
+                         ) from error
+    warnings: list[str] = []
+    for track in tracks:
+        _check_track(root, info, track, source)
+        _ensure_audio_and_features(root, track, source)
+        warnings += _ensure_masks(root, info, track, config)
+        if config.segment:
+            warnings += _ensure_label_maps(root, info, track, config)
+    frames = sum(len(t.poses) for t in tracks)
+    sizes = [face_height(np.array(lm)) for t in tracks for lm in t.landmarks[:50]
+             if len(lm) > 152]
+    return PreprocessReport(
+        frames=frames, fps_in=float(info.fps), duration_s=frames / info.fps,
+        dropped_frames=[n for d in info.dropped_frames.values() for n in d],
+        face_size_px=float(np.median(sizes)) if sizes else 0.0,
+        warnings=info.warnings + warnings,
+    )
+
+
+def _read_info(root: Path) -> dataset.DatasetInfo:
+    try:
+        info = dataset.read_info(root)
+    except (OSError, TypeError, ValueError) as error:
+        raise InputError(f"metadata/info.json is not valid ({error})") from error
+    if info.fps != dataset.FPS:
+        raise InputError(f"metadata/info.json says {info.fps} fps; datasets are {dataset.FPS} fps")
+    if not info.persons or any(p not in info.clips for p in info.persons):
+        raise InputError("metadata/info.json must list persons and a clip for each")
+    return info
+
+
+def _check_persons_listed(root: Path, info: dataset.DatasetInfo, source: str) -> None:
+    """Every person of info.json has an entry in each per-person metadata file."""
+    for name in ("poses.json", "expressions.json", "landmarks.json"):
+        path = root / "metadata" / name
+        if not path.is_file():
+            raise InputError(f"{source}: metadata/{name} is missing")
+        try:
+            listed = json.loads(path.read_text())
+        except ValueError as error:
+            raise InputError(f"{source}: metadata/{name} is not valid JSON ({error})") from error
+        missing = [p for p in info.persons if p not in listed]
+        if missing:
+            raise InputError(f"{source}: person {missing[0]} is listed in metadata/info.json "
+                             f"but has no entry in metadata/{name}")
+
+
+def _ensure_split(root: Path, info: dataset.DatasetInfo, config: PreprocessConfig) -> None:
+    """Write split.json, or add the persons it lacks (the last frames of each held out)."""
+    split_path = root / "metadata" / "split.json"
+    split = json.loads(split_path.read_text()) if split_path.is_file() else {}
+    if all(person in split for person in info.persons):
+        return
+    poses = json.loads((root / "metadata" / "poses.json").read_text())
+    for person in [name for name in info.persons if name not in split]:
+        numbers = [p["frame"] for p in poses.get(person, [])]
+        held_out = held_out_frames(numbers, config.held_out_fraction) if numbers else []
+        split[person] = {"train": [n for n in numbers if n not in set(held_out)],
+                         "held_out": held_out}
+    split_path.write_text(json.dumps(split))
+
+
+def _check_track(root: Path, info: dataset.DatasetInfo, track: dataset.PersonTrack,
+                 source: str) -> None:
+    person = track.person
+    counts = {"poses": len(track.poses), "expressions": len(track.expressions),
+              "landmarks": len(track.landmarks)}
+    if len(set(counts.values())) != 1 or not track.poses:
+        raise InputError(f"{source}: person {person}: metadata frame counts differ or are "
+                         f"empty ({counts})")
+    images = {int(p.stem) for p in (root / "images" / person).glob("*.jpg") if p.stem.isdigit()}
+    missing = [p.frame for p in track.poses if p.frame not in images]
+    if missing:
+        raise InputError(f"{source}: person {person}: {len(missing)} images listed in "
+                         f"metadata are missing (first: frame {missing[0]})")
+    for pose in track.poses:
+        with Image.open(dataset.image_path(root, person, pose.frame)) as image:
+            if image.size != (info.image_size, info.image_size):
+                raise InputError(
+                    f"{source}: images/{person}/{pose.frame:05d}.jpg is "
+                    f"{image.size[0]}x{image.size[1]}; all images must be "
+                    f"{info.image_size}x{info.image_size} as metadata/info.json says"
+                )
+
+
+def _ensure_audio_and_features(root: Path, track: dataset.PersonTrack, source: str) -> None:
+    """Audio in another rate (22.05 kHz is accepted) is rewritten at 16 kHz mono."""
+    wav = dataset.audio_path(root, track.person, track.clip)
+    if not wav.is_file():
+        raise InputError(f"{source}: audio/{track.person}/{track.clip}.wav is missing")
+    if sf.info(wav).samplerate != dataset.SAMPLE_RATE or sf.info(wav).channels != 1:
+        sf.write(wav, load_audio(wav, dataset.SAMPLE_RATE), dataset.SAMPLE_RATE,
+                 subtype="PCM_16")
+    if not dataset.features_path(root, track.person, track.clip).is_file():
+        write_features(root, track.person, track.clip, load_audio(wav, dataset.SAMPLE_RATE))
+
+
+def _ensure_masks(root: Path, info: dataset.DatasetInfo, track: dataset.PersonTrack,
+                  config: PreprocessConfig) -> list[str]:
+    missing = [(p.frame, lm) for p, lm in zip(track.poses, track.landmarks, strict=True)
+               if not dataset.mask_path(root, track.person, p.frame).is_file()]
+    if not missing:
+        return []
+    (root / "masks" / track.person).mkdir(parents=True, exist_ok=True)
+    dilate_px = round(config.mask_dilate_fraction * info.image_size)
+    for frame, landmarks in missing:
+        mask = face_mask(np.array(landmarks, dtype=np.float32), info.image_size, dilate_px)
+        Image.fromarray(mask).save(dataset.mask_path(root, track.person, frame))
+    return [f"{len(missing)} masks of {track.person} were made from landmarks"]
+
+
+def _ensure_label_maps(root: Path, info: dataset.DatasetInfo, track: dataset.PersonTrack,
+                       config: PreprocessConfig) -> list[str]:
+    """Semantic label maps for frames without one: selfie segmentation of the crop itself
+    for person/background, the landmarks for face, mouth and neck/torso."""
+    missing = [(p.frame, lm) for p, lm in zip(track.poses, track.landmarks, strict=True)
+               if not dataset.semantic_path(root, track.person, p.frame).is_file()]
+    if not missing or len(missing[0][1]) < N_LANDMARKS:  # needs FaceMesh's 478 points
+        return []
+    import mediapipe as mp
+
+    (root / "semantic" / track.person).mkdir(parents=True, exist_ok=True)
+    dilate_px = round(config.mask_dilate_fraction * info.image_size)
+    with mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0) as segmenter:
+        for frame, landmarks in missing:
+            with Image.open(dataset.image_path(root, track.person, frame)) as image:
+                rgb = np.array(image.convert("RGB"))
+            person = np.round(segmenter.process(rgb).segmentation_mask * 255).astype(np.uint8)
+            _, labels = semantic_mask(np.array(landmarks, dtype=np.float32), person,
+                                      info.image_size, dilate_px)
+            Image.fromarray(labels).save(dataset.semantic_path(root, track.person, frame))
+    return [f"{len(missing)} label maps of {track.person} were made by segmentation"]

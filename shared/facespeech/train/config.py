@@ -1,0 +1,110 @@
+"""Training configuration as data: one pydantic model, presets are instances of it."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from facespeech.model import ModelConfig
+
+
+class TrainConfig(BaseModel):
+    """Everything a training run needs besides its data; stored in config.json and checkpoints."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # model shape (taken from the checkpoint on resume)
+    image_size: int = Field(128, ge=32, le=1024)
+    render_size: int = Field(32, ge=8, le=256)
+    audio_dim: int = Field(32, ge=4, le=512)
+    use_expression: bool = False
+    plane_channels: int = Field(16, ge=2, le=128)
+    plane_resolution: int = Field(64, ge=8, le=1024)
+    hidden: int = Field(64, ge=8, le=512)
+    feature_dim: int = Field(16, ge=3, le=128)
+    samples_per_ray: int = Field(16, ge=2, le=256)
+    upsampler_channels: int = Field(32, ge=16, le=512)
+
+    # optimisation
+    steps: int = Field(600, ge=1, le=1_000_000)
+    batch_size: int = Field(4, ge=1, le=256)  # frames per step per GPU
+    lr: float = Field(2e-3, gt=0, le=1.0)
+    plane_lr: float = Field(1e-2, gt=0, le=1.0)  # planes are a lookup table: they take a larger lr
+    final_lr_fraction: float = Field(0.1, gt=0, le=1.0)  # cosine decay down to lr * this
+    face_weight: float = Field(2.0, ge=0, le=100)
+    mouth_weight: float = Field(8.0, ge=0, le=100)
+    # Weight of pixels outside the (grown) face mask. Rendering pastes the head back onto a
+    # real frame there, so a small weight lets the model spend itself on the face (0.05 in
+    # `fast`); 1.0 is the plain full-frame loss.
+    background_weight: float = Field(1.0, ge=0, le=100)
+    face_grow: float = Field(0.03, ge=0, le=0.25)  # face mask growth, as render's `grow`
+    ssim_weight: float = Field(0.0, ge=0, le=100)  # (1 - SSIM) on the face: sharper edges
+    # Reference crop per target frame: any training frame, or one of the training frames
+    # nearest in head pose (never within `reference_min_gap` frames of the target, so its
+    # mouth is another mouth and the audio has to drive it).
+    reference_frames: Literal["random", "near_pose"] = "random"
+    reference_candidates: int = Field(8, ge=1, le=1000)
+    reference_min_gap: int = Field(12, ge=0)
+    ray_jitter: bool = True  # stratified jitter of ray samples; off only for exact replays
+    seed: int = Field(0, ge=0)
+
+    # schedule
+    log_every: int = Field(25, ge=1)
+    eval_every: int = Field(0, ge=0)  # 0: only the final evaluation
+    eval_frames: int = Field(8, ge=1, le=10_000)  # held-out frames evaluated during training
+    checkpoint_every: int = Field(1000, ge=1)
+    keep_checkpoints: int = Field(3, ge=1, le=100)
+    max_rollbacks: int = Field(3, ge=0, le=100)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    person: str = ""  # which person of the dataset; empty: the first
+    tensorboard: bool = True  # run_dir/tensorboard, when the tensorboard package is installed
+    wandb_project: str = ""  # empty: no WandB; else log there too (needs wandb and a login)
+
+    @model_validator(mode="after")
+    def _check_shapes(self) -> TrainConfig:
+        self.to_model_config()  # raises ValueError for impossible size combinations
+        return self
+
+    def to_model_config(self, expression_dim: int = 0) -> ModelConfig:
+        """The module shapes; expression_dim comes from the dataset (0 unless use_expression)."""
+        return ModelConfig(
+            expression_dim=expression_dim if self.use_expression else 0,
+            image_size=self.image_size, render_size=self.render_size, audio_dim=self.audio_dim,
+            plane_channels=self.plane_channels, plane_resolution=self.plane_resolution,
+            hidden=self.hidden, feature_dim=self.feature_dim,
+            samples_per_ray=self.samples_per_ray, upsampler_channels=self.upsampler_channels,
+        )
+
+    @classmethod
+    def from_preset(cls, name: str, overrides: dict[str, Any] | None = None) -> TrainConfig:
+        """A preset with some fields replaced; ValueError / ValidationError say what is wrong."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        return cls.model_validate({**PRESETS[name].model_dump(), **(overrides or {})})
+
+
+SHAPE_FIELDS = (
+    "image_size", "render_size", "audio_dim", "use_expression", "plane_channels",
+    "plane_resolution", "hidden", "feature_dim", "samples_per_ray", "upsampler_channels",
+)
+
+PRESETS: dict[str, TrainConfig] = {
+    # CPU demo: a few minutes on 2 cores for a ~12 s clip at 128^2 (see docs/PERFORMANCE.md).
+    "tiny": TrainConfig(),
+    # One GPU, minutes: 512^2 output from a 64^2 render.
+    "fast": TrainConfig(
+        image_size=512, render_size=64, audio_dim=64, plane_channels=32, plane_resolution=256,
+        hidden=128, feature_dim=32, samples_per_ray=32, upsampler_channels=128,
+        steps=20_000, batch_size=8, lr=1e-3, plane_lr=1e-2, eval_every=2000,
+        checkpoint_every=1000, device="auto", background_weight=0.05, mouth_weight=4.0,
+        ssim_weight=0.1, reference_frames="near_pose",
+    ),
+    # One GPU, longer and larger: 128^2 render, more samples and steps.
+    "quality": TrainConfig(
+        image_size=512, render_size=128, audio_dim=64, use_expression=True, plane_channels=32,
+        plane_resolution=512, hidden=128, feature_dim=32, samples_per_ray=48,
+        upsampler_channels=128, steps=80_000, batch_size=8, lr=1e-3, plane_lr=1e-2,
+        eval_every=5000, checkpoint_every=1000, device="auto",
+    ),
+}

@@ -1,0 +1,77 @@
+"""Render a tiny trained model to mp4: frame count, duration, streams, bad audio, stop."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import av
+import pytest
+import soundfile
+
+from facespeech.dataset import SAMPLE_RATE
+from facespeech.errors import InputError
+from facespeech.hooks import Stopped
+from facespeech.render import RenderConfig, run
+from facespeech.train import TrainConfig
+from facespeech.train import run as train
+from facespeech.train.synthetic import synthetic_voice
+
+SMALL = {
+    "image_size": 32, "render_size": 8, "plane_resolution": 16, "plane_channels": 4,
+    "hidden": 16, "feature_dim": 8, "samples_per_ray": 4, "upsampler_channels": 16,
+    "audio_dim": 8, "batch_size": 2, "device": "cpu", "steps": 2,
+}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(synthetic_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("run")
+    return train(synthetic_dataset, run_dir, TrainConfig.from_preset("tiny", SMALL)).checkpoint
+
+
+def _speech(path: Path, seconds: float) -> Path:
+    soundfile.write(path, synthetic_voice(seconds, seed=1), SAMPLE_RATE)
+    return path
+
+
+@pytest.mark.parametrize("seconds", [1.3, 2.02])
+def test_video_matches_the_audio(checkpoint: Path, synthetic_dataset: Path, tmp_path: Path,
+                                 seconds: float) -> None:
+    out = tmp_path / "out.mp4"
+    result = run(checkpoint, synthetic_dataset, _speech(tmp_path / "in.wav", seconds), out,
+                 RenderConfig(batch_size=4, device="cpu"))
+
+    assert result.frames == math.ceil(seconds * 25) and result.fps == 25
+    with av.open(str(out)) as container:
+        video, audio = container.streams.video[0], container.streams.audio[0]
+        assert video.codec_context.name == "h264" and audio.codec_context.name == "aac"
+        assert (video.width, video.height) == (32, 32)
+        decoded = sum(1 for _ in container.decode(video=0))
+    assert decoded == result.frames
+    assert abs(decoded / 25 - seconds) <= 1 / 25
+
+
+def test_rejects_short_long_and_non_audio(checkpoint: Path, synthetic_dataset: Path,
+                                          tmp_path: Path) -> None:
+    out = tmp_path / "out.mp4"
+    with pytest.raises(InputError, match="between"):
+        run(checkpoint, synthetic_dataset, _speech(tmp_path / "short.wav", 0.3), out)
+    with pytest.raises(InputError, match="limit|between"):
+        run(checkpoint, synthetic_dataset, _speech(tmp_path / "long.wav", 1.5), out,
+            RenderConfig(max_seconds=1.0))
+    text = tmp_path / "notes.wav"
+    text.write_text("this is not audio at all\n" * 50)
+    with pytest.raises(InputError):
+        run(checkpoint, synthetic_dataset, text, out)
+    assert not out.exists()
+
+
+def test_stop_removes_the_partial_video(checkpoint: Path, synthetic_dataset: Path,
+                                        tmp_path: Path) -> None:
+    calls = iter(range(100))
+    out = tmp_path / "out.mp4"
+    with pytest.raises(Stopped):
+        run(checkpoint, synthetic_dataset, _speech(tmp_path / "in.wav", 1.0), out,
+            RenderConfig(batch_size=4, device="cpu"), should_stop=lambda: next(calls) == 2)
+    assert not out.exists()

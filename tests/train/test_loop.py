@@ -1,0 +1,154 @@
+"""The training loop on a tiny synthetic clip: presets, checkpoints, resume, stop, rollback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from facespeech.dataset import features_path, read_tracks
+from facespeech.hooks import Stopped
+from facespeech.train import PRESETS, TrainConfig, run
+from facespeech.train.checkpoints import load
+
+# Small enough for two CPU cores: every preset keeps its own schedule and losses, only its
+# sizes shrink.
+SMALL: dict[str, Any] = {
+    "image_size": 32, "render_size": 8, "plane_resolution": 16, "plane_channels": 4,
+    "hidden": 16, "feature_dim": 8, "samples_per_ray": 4, "upsampler_channels": 16,
+    "audio_dim": 8, "batch_size": 2, "device": "cpu", "log_every": 1,
+}
+
+
+def _config(preset: str = "tiny", **overrides: Any) -> TrainConfig:
+    return TrainConfig.from_preset(preset, {**SMALL, **overrides})
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_trains_two_steps(preset: str, synthetic_dataset: Path,
+                                       tmp_path: Path) -> None:
+    written: list[Path] = []
+    config = _config(preset, steps=2, checkpoint_every=1, eval_every=1, eval_frames=2)
+    result = run(synthetic_dataset, tmp_path, config, on_checkpoint=written.append)
+
+    assert result.step == 2 and result.checkpoint == tmp_path / "model.pt"
+    assert {"psnr", "ssim", "psnr_face", "ssim_face", "baseline_static_psnr"} <= set(result.metrics)
+    assert all(np.isfinite(v) for v in result.metrics.values())
+    assert json.loads((tmp_path / "config.json").read_text())["steps"] == 2
+    names = {json.loads(line)["name"] for line in (tmp_path / "metrics.jsonl").open()}
+    assert {"Loss/photo", "Timing/sec_per_iter", "Quality/psnr"} <= names
+    assert any((tmp_path / "tensorboard").iterdir())  # the same scalars, for TensorBoard
+    assert [p.name for p in written] == ["step-000000001.pt", "step-000000002.pt"]
+    final = load(result.checkpoint)
+    assert final["step"] == 2 and final["config"]["steps"] == 2 and final["data"]["person"]
+
+
+def test_stop_then_resume_matches_an_uninterrupted_run(synthetic_dataset: Path,
+                                                        tmp_path: Path) -> None:
+    config = _config(steps=4, checkpoint_every=100)
+    straight = run(synthetic_dataset, tmp_path / "straight", config, resume=False)
+
+    calls = iter(range(100))
+    with pytest.raises(Stopped):  # stop asked before step 2: a checkpoint must be written
+        run(synthetic_dataset, tmp_path / "split", config, should_stop=lambda: next(calls) == 2)
+    assert (tmp_path / "split/checkpoints/step-000000002.pt").exists()
+    resumed = run(synthetic_dataset, tmp_path / "split", config)  # resume="auto"
+
+    assert resumed.step == 4
+    a, b = load(straight.checkpoint)["model"], load(resumed.checkpoint)["model"]
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert resumed.metrics == pytest.approx(straight.metrics)
+
+
+def test_resume_takes_shapes_from_the_checkpoint(synthetic_dataset: Path, tmp_path: Path) -> None:
+    run(synthetic_dataset, tmp_path, _config(steps=1, checkpoint_every=1))
+    result = run(synthetic_dataset, tmp_path, _config(steps=2, hidden=32), resume=True)
+    assert load(result.checkpoint)["config"]["hidden"] == SMALL["hidden"]
+
+
+def test_keeps_only_the_last_checkpoints(synthetic_dataset: Path, tmp_path: Path) -> None:
+    run(synthetic_dataset, tmp_path, _config(steps=4, checkpoint_every=1, keep_checkpoints=2))
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["step-000000003.pt", "step-000000004.pt"]
+
+
+def _poison_features(dataset: Path, tmp_path: Path, frames: slice) -> Path:
+    """A copy of the dataset whose audio features are NaN over some video frames."""
+    import shutil
+
+    copy = tmp_path / "poisoned"
+    shutil.copytree(dataset, copy)
+    track = read_tracks(copy)[0]
+    path = features_path(copy, track.person, track.clip)
+    mel = np.load(path)
+    mel[frames.start * 4 : frames.stop * 4] = np.nan  # four mel frames per video frame
+    np.save(path, mel)
+    return copy
+
+
+def test_nan_loss_rolls_back_and_training_goes_on(synthetic_dataset: Path,
+                                                   tmp_path: Path) -> None:
+    dataset = _poison_features(synthetic_dataset, tmp_path, slice(10, 14))
+    result = run(dataset, tmp_path / "run", _config(steps=12, checkpoint_every=2,
+                                                     batch_size=1, max_rollbacks=20))
+    rollbacks = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").open()
+                 if '"Train/rollback"' in line]
+    assert rollbacks, "the poisoned frames should have been drawn at least once"
+    assert result.step == 12
+    assert all(torch.isfinite(t).all() for t in load(result.checkpoint)["model"].values())
+
+
+def test_nan_loss_gives_up_after_max_rollbacks(synthetic_dataset: Path, tmp_path: Path) -> None:
+    dataset = _poison_features(synthetic_dataset, tmp_path, slice(0, 1000))
+    with pytest.raises(RuntimeError, match="not finite.*2 rollbacks"):
+        run(dataset, tmp_path / "run", _config(steps=3, max_rollbacks=2))
+
+
+def test_out_of_memory_splits_the_batch_into_micro_batches(
+    synthetic_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A forward pass of more than one frame 'runs out of memory' (injected here, as a GPU
+    would): training goes on with micro-batches and accumulated gradients."""
+    from facespeech.model import TalkingHead
+
+    real_forward = TalkingHead.forward
+    sizes: list[int] = []
+
+    def forward_with_a_memory_cap(self: TalkingHead, audio: torch.Tensor, *args: Any,
+                                  **kwargs: Any) -> dict[str, torch.Tensor]:
+        if self.training and audio.shape[0] > 1:
+            raise torch.OutOfMemoryError("injected: CUDA out of memory")
+        sizes.append(audio.shape[0])
+        return real_forward(self, audio, *args, **kwargs)
+
+    monkeypatch.setattr(TalkingHead, "forward", forward_with_a_memory_cap)
+    result = run(synthetic_dataset, tmp_path, _config(steps=3, batch_size=2))
+
+    assert result.step == 3
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").open()]
+    assert [x["value"] for x in lines if x["name"] == "Train/micro_batches"] == [2]
+    assert all(torch.isfinite(t).all() for t in load(result.checkpoint)["model"].values())
+
+
+def test_accumulated_micro_batches_give_the_whole_batch_gradient(
+    synthetic_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from facespeech.train import loop
+
+    config = _config(steps=2, batch_size=2, ray_jitter=False)
+    whole = run(synthetic_dataset, tmp_path / "whole", config)
+    real = loop._accumulate_gradients
+
+    def always_split(*args: Any) -> torch.Tensor:
+        return real(*args[:-2], 2, args[-1])  # micro_batches is the second-to-last argument
+
+    monkeypatch.setattr(loop, "_accumulate_gradients", always_split)
+    split = run(synthetic_dataset, tmp_path / "split", config)
+    a, b = load(whole.checkpoint)["model"], load(split.checkpoint)["model"]
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5)
