@@ -20,7 +20,7 @@ from facespeech.train.checkpoints import load
 SMALL: dict[str, Any] = {
     "image_size": 32, "render_size": 8, "plane_resolution": 16, "plane_channels": 4,
     "hidden": 16, "feature_dim": 8, "samples_per_ray": 4, "upsampler_channels": 16,
-    "audio_dim": 8, "batch_size": 2, "device": "cpu", "log_every": 1,
+    "audio_dim": 8, "batch_size": 2, "device": "cpu", "log_every": 1, "motion_steps": 20,
 }
 
 

@@ -14,6 +14,12 @@ class ModelConfig:
     audio_neighbours: int = 8  # K neighbouring windows smoothed by attention (AD-NeRF)
     audio_dim: int = 32  # A: audio code size
     expression_dim: int = 0  # 0 = no expression code input
+    # Mouth-motion code the field is driven by (mouth opening + the tracker's expression
+    # code); 0 = the field listens to the audio code directly. With it, audio -> motion is a
+    # small regressor trained on its own, and the renderer learns motion -> image from the
+    # tracked codes (GeneFace's split): neither can memorise frames through the audio.
+    motion_dim: int = 0
+    motion_dropout: float = 0.3  # on the audio code before the motion regressor
     plane_channels: int = 16  # C per tri-plane
     plane_resolution: int = 64  # R
     hidden: int = 64  # width of the field MLPs
@@ -25,6 +31,11 @@ class ModelConfig:
     # Camera: head of radius ~1 at this distance; near/far bound the samples around it.
     camera_distance: float = 4.0
     head_radius: float = 1.0
+
+    @property
+    def driver_dim(self) -> int:
+        """Size of what drives the mouth in the field: the motion code or the audio code."""
+        return self.motion_dim or self.audio_dim
 
     def __post_init__(self) -> None:
         ratio = self.image_size // self.render_size

@@ -26,10 +26,11 @@ def mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
 class TriPlaneField(nn.Module):
     """points (B, N, 3) in [-r, r]^3 + condition (B, D) -> density (B, N), features (B, N, F).
 
-    The condition is [audio code, blink, expression code]. An audio-driven offset moves each
-    point before the planes are read (the mouth opens by moving space, AD-NeRF/RAD-NeRF), and
-    a per-point gate lets only some regions listen to the audio in the decoder (ER-NeRF's
-    region attention, reduced to one learned scalar per point).
+    The condition is [driver (audio or mouth-motion code), blink, expression code]. A
+    driver-dependent offset moves each point before the planes are read (the mouth opens by
+    moving space, AD-NeRF/RAD-NeRF), and a per-point gate lets only some regions listen to
+    the driver in the decoder (ER-NeRF's region attention, reduced to one learned scalar per
+    point).
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -39,12 +40,12 @@ class TriPlaneField(nn.Module):
         self.radius = config.head_radius * 1.2
         self.max_offset = config.max_offset
         self.freqs = config.position_freqs
-        condition = config.audio_dim + 1 + config.expression_dim
+        condition = config.driver_dim + 1 + config.expression_dim
         self.deform = mlp(3 + 6 * self.freqs + condition, config.hidden, 3)
         nn.init.zeros_(self.deform[-1].weight)  # start undeformed
         nn.init.zeros_(self.deform[-1].bias)
         self.region = nn.Linear(3 * c, 1)
-        self.audio_dim = config.audio_dim
+        self.driver_dim = config.driver_dim
         self.decoder = mlp(3 * c + condition, config.hidden, 1 + config.feature_dim)
 
     def sample_planes(self, points: torch.Tensor) -> torch.Tensor:
@@ -65,8 +66,8 @@ class TriPlaneField(nn.Module):
         offset = torch.tanh(self.deform(torch.cat([position_encoding(unit, self.freqs), cond], -1)))
         plane_features = self.sample_planes(unit + offset * (self.max_offset / self.radius))
         gate = torch.sigmoid(self.region(plane_features))  # (B, N, 1)
-        audio, rest = cond[..., : self.audio_dim], cond[..., self.audio_dim :]
-        raw = self.decoder(torch.cat([plane_features, gate * audio, rest], dim=-1))
+        driver, rest = cond[..., : self.driver_dim], cond[..., self.driver_dim :]
+        raw = self.decoder(torch.cat([plane_features, gate * driver, rest], dim=-1))
         # points outside the head's bounding box carry no density
         inside = (unit.abs() <= 1.0).all(dim=-1).to(raw.dtype)
         density = F.softplus(raw[..., 0] - 1.0) * inside

@@ -28,6 +28,11 @@ class TalkingHead(nn.Module):
         self.config = config
         self.audio_encoder = AudioEncoder(config.n_mels, config.audio_window, config.audio_dim)
         self.audio_smoother = AudioSmoother(config.audio_dim, config.audio_neighbours)
+        self.to_motion = (
+            nn.Sequential(nn.Dropout(config.motion_dropout), nn.Linear(config.audio_dim,
+                                                                        config.motion_dim))
+            if config.motion_dim else None
+        )
         self.field = TriPlaneField(config)
         f = config.feature_dim
         self.background = nn.Sequential(
@@ -42,6 +47,11 @@ class TalkingHead(nn.Module):
         codes = self.audio_encoder(audio.flatten(0, 1)).unflatten(0, (batch, k))  # (B, K, A)
         return self.audio_smoother(codes)
 
+    def predict_motion(self, audio: torch.Tensor) -> torch.Tensor:
+        """audio (B, K, W, n_mels) -> motion code (B, motion_dim)."""
+        assert self.to_motion is not None, "this model is driven by the audio code directly"
+        return self.to_motion(self.audio_code(audio))
+
     def forward(
         self,
         audio: torch.Tensor,
@@ -51,10 +61,12 @@ class TalkingHead(nn.Module):
         focal: torch.Tensor,
         reference: torch.Tensor,
         expression: torch.Tensor | None = None,
+        motion: torch.Tensor | None = None,
         jitter: bool = False,
     ) -> dict[str, torch.Tensor]:
         """audio (B, K, W, n_mels), eye (B, 1), rotation (B, 3, 3), offset (B, 3), focal (B,),
-        reference (B, 3, H, W) in [0, 1], expression (B, E) or None.
+        reference (B, 3, H, W) in [0, 1], expression (B, E) or None, motion (B, M) or None:
+        the tracked motion code in training (teacher forcing), predicted from audio if None.
 
         Returns rgb (B, 3, H, W) in [0, 1], alpha (B, 1, r, r) of the head and
         residual (B, 3, H, W), the change to the reference in logit space.
@@ -63,7 +75,11 @@ class TalkingHead(nn.Module):
         batch, r = audio.shape[0], cfg.render_size
         assert audio.shape[1:] == (cfg.audio_neighbours, cfg.audio_window, cfg.n_mels), audio.shape
         assert reference.shape[1:] == (3, cfg.image_size, cfg.image_size), reference.shape
-        parts = [self.audio_code(audio), eye]
+        if cfg.motion_dim:
+            driver = self.predict_motion(audio) if motion is None else motion
+        else:
+            driver = self.audio_code(audio)
+        parts = [driver, eye]
         if cfg.expression_dim:
             assert expression is not None, "this model was trained with expression codes"
             parts.append(expression)

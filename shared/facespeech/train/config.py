@@ -19,6 +19,12 @@ class TrainConfig(BaseModel):
     render_size: int = Field(32, ge=8, le=256)
     audio_dim: int = Field(32, ge=4, le=512)
     use_expression: bool = False
+    # Drive the mouth through a motion code (model.config.ModelConfig.motion_dim): the
+    # renderer trains on tracked codes, an audio regressor is fitted to them afterwards.
+    use_motion: bool = False
+    # Expression-code components in the motion code besides mouth opening: the first few
+    # principal components are the jaw and lips; the later ones are small and barely audible.
+    motion_codes: int = Field(6, ge=0, le=64)
     plane_channels: int = Field(16, ge=2, le=128)
     plane_resolution: int = Field(64, ge=8, le=1024)
     hidden: int = Field(64, ge=8, le=512)
@@ -46,6 +52,12 @@ class TrainConfig(BaseModel):
     reference_frames: Literal["random", "near_pose"] = "random"
     reference_candidates: int = Field(8, ge=1, le=1000)
     reference_min_gap: int = Field(12, ge=0)
+    # Noise added to the tracked motion code while the renderer trains on it (in standard
+    # deviations), so the regressor's small errors at render time stay in distribution.
+    motion_noise: float = Field(0.15, ge=0, le=2.0)
+    motion_steps: int = Field(3000, ge=0, le=100_000)  # audio -> motion regressor updates
+    motion_batch: int = Field(64, ge=1, le=4096)
+    motion_lr: float = Field(1e-3, gt=0, le=1.0)
     ray_jitter: bool = True  # stratified jitter of ray samples; off only for exact replays
     seed: int = Field(0, ge=0)
 
@@ -67,9 +79,11 @@ class TrainConfig(BaseModel):
         return self
 
     def to_model_config(self, expression_dim: int = 0) -> ModelConfig:
-        """The module shapes; expression_dim comes from the dataset (0 unless use_expression)."""
+        """The module shapes; expression_dim (the dataset's code length) sizes the expression
+        input (if use_expression) and the motion code (if use_motion)."""
         return ModelConfig(
             expression_dim=expression_dim if self.use_expression else 0,
+            motion_dim=1 + min(self.motion_codes, expression_dim) if self.use_motion else 0,
             image_size=self.image_size, render_size=self.render_size, audio_dim=self.audio_dim,
             plane_channels=self.plane_channels, plane_resolution=self.plane_resolution,
             hidden=self.hidden, feature_dim=self.feature_dim,
@@ -85,7 +99,8 @@ class TrainConfig(BaseModel):
 
 
 SHAPE_FIELDS = (
-    "image_size", "render_size", "audio_dim", "use_expression", "plane_channels",
+    "image_size", "render_size", "audio_dim", "use_expression", "use_motion", "motion_codes",
+    "plane_channels",
     "plane_resolution", "hidden", "feature_dim", "samples_per_ray", "upsampler_channels",
 )
 
@@ -98,11 +113,11 @@ PRESETS: dict[str, TrainConfig] = {
         hidden=128, feature_dim=32, samples_per_ray=32, upsampler_channels=128,
         steps=20_000, batch_size=8, lr=1e-3, plane_lr=1e-2, eval_every=2000,
         checkpoint_every=1000, device="auto", background_weight=0.05, mouth_weight=4.0,
-        ssim_weight=0.1, reference_frames="near_pose",
+        ssim_weight=0.1, reference_frames="near_pose", use_motion=True,
     ),
     # One GPU, longer and larger: 128^2 render, more samples and steps.
     "quality": TrainConfig(
-        image_size=512, render_size=128, audio_dim=64, use_expression=True, plane_channels=32,
+        image_size=512, render_size=128, audio_dim=64, use_motion=True, plane_channels=32,
         plane_resolution=512, hidden=128, feature_dim=32, samples_per_ray=48,
         upsampler_channels=128, steps=80_000, batch_size=8, lr=1e-3, plane_lr=1e-2,
         eval_every=5000, checkpoint_every=1000, device="auto",

@@ -185,6 +185,20 @@ def expression_dim_of(track: PersonTrack) -> int:
     return lengths.pop() if len(lengths) == 1 else 0
 
 
+def motion_codes(track: PersonTrack, train_rows: list[int], dim: int) -> torch.Tensor:
+    """(N, dim) per-frame mouth-motion targets: [mouth opening, expression code...][:dim],
+    each standardised over the training rows so every component weighs the same."""
+    if not dim:
+        return torch.zeros(len(track.expressions), 0)
+    raw = np.array([[e.mouth_open, *e.code] for e in track.expressions], dtype=np.float64)
+    raw = np.nan_to_num(raw)[:, :dim]
+    fitted = raw[train_rows] if train_rows else raw
+    scaled = (raw - fitted.mean(axis=0)) / np.maximum(fitted.std(axis=0), 1e-6)
+    codes = np.zeros((len(raw), dim), dtype=np.float32)
+    codes[:, : scaled.shape[1]] = scaled
+    return torch.from_numpy(codes)
+
+
 @dataclass
 class ClipTensors:
     """One person's clip in memory at training resolution."""
@@ -197,6 +211,7 @@ class ClipTensors:
     windows: torch.Tensor  # (T, W, n_mels) normalised audio windows, row = frame number - 1
     train_rows: list[int]
     held_out_rows: list[int]
+    motion: torch.Tensor  # (N, M) standardised mouth-motion codes, M may be 0
 
 
 def load_clip(
@@ -209,6 +224,7 @@ def load_clip(
     mel: np.ndarray,
     camera_distance: float,
     expression_dim: int,
+    motion_dim: int = 0,
 ) -> ClipTensors:
     frames = [p.frame for p in track.poses]
     row_of = {frame: row for row, frame in enumerate(frames)}
@@ -225,6 +241,7 @@ def load_clip(
         windows=audio_windows(mel, max(frames), *audio_stats),
         train_rows=train_rows,
         held_out_rows=held_out_rows,
+        motion=motion_codes(track, train_rows, motion_dim),
     )
 
 

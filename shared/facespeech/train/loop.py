@@ -33,6 +33,7 @@ from facespeech.train.data import (
     model_inputs,
     nearest_pose_rows,
 )
+from facespeech.train.motion import fit_motion
 
 Resume = bool | Literal["auto"] | Path
 
@@ -89,7 +90,7 @@ def run(
         model_config = config.to_model_config(expression_dim_of(track))
     clip = load_clip(
         dataset_dir, track, config.image_size, info.image_size, normaliser, audio_stats, mel,
-        model_config.camera_distance, model_config.expression_dim,
+        model_config.camera_distance, model_config.expression_dim, model_config.motion_dim,
     )
     data_info = {
         "person": track.person, "clip": track.clip, "fps": info.fps,
@@ -213,9 +214,13 @@ def run(
             snapshot()
             last_good = copy.deepcopy(payload())
 
-    # --- final evaluation on the held-out frames and the model file -----------------------
+    # --- audio -> motion, then the final evaluation on the held-out frames ----------------
+    metrics: dict[str, float] = {}
+    if model_config.motion_dim and world.is_main:
+        metrics |= fit_motion(model, clip, config, device, on_progress)
     on_progress(Progress("evaluate", 1.0, "evaluating held-out frames"))
-    metrics = evaluate(model, clip, clip.held_out_rows, device) if world.is_main else {}
+    if world.is_main:
+        metrics |= evaluate(model, clip, clip.held_out_rows, device)
     for name, value in metrics.items():
         log.report(f"Quality/{name}", value, step)
     final = run_dir / "model.pt"
@@ -337,6 +342,9 @@ def _accumulate_gradients(
                       strict=True))
     for index, (chunk, references) in enumerate(chunks):
         inputs = model_inputs(clip, chunk, references, neighbours, device)
+        if clip.motion.shape[1]:  # teacher forcing: the tracked code, a little noisy
+            motion = clip.motion[chunk].to(device)
+            inputs["motion"] = motion + config.motion_noise * torch.randn_like(motion)
         last = index == len(chunks) - 1
         # DDP all-reduces gradients once, after the last micro-batch
         sync = contextlib.nullcontext() if last or not isinstance(

@@ -1,0 +1,125 @@
+"""Fit the audio -> mouth-motion regressor of a motion-driven TalkingHead.
+
+The renderer learns motion -> image from the tracked codes; this small regressor learns audio
+-> motion on its own afterwards. A minute of video is a few thousand frames, so it is trained
+the way small speech models are: augmented audio (gain, spectral tilt, noise, a masked band),
+dropout, weight decay, and early stopping on one second in ten of the training frames, which
+it never fits. The held-out tail of the clip stays untouched for evaluation.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+
+from facespeech.hooks import Progress, ProgressFn, no_progress
+from facespeech.model import TalkingHead
+from facespeech.train.config import TrainConfig
+from facespeech.train.data import ClipTensors, neighbour_windows
+
+MOUTH_WEIGHT = 4.0  # the mouth-opening component matters most to what a viewer sees
+VALIDATE_EVERY = 50
+BLOCK_FRAMES = 25  # validation takes whole blocks of this many frames, one in ten
+
+
+def fit_motion(
+    model: TalkingHead, clip: ClipTensors, config: TrainConfig, device: torch.device,
+    on_progress: ProgressFn = no_progress,
+) -> dict[str, float]:
+    """Train model's audio encoder, smoother and to_motion head in place; keep the weights of
+    the best validation step. Returns the validation loss and mouth-opening correlation."""
+    assert model.to_motion is not None, "the model has no motion code"
+    torch.manual_seed(config.seed)
+    fit_rows, val_rows = (torch.tensor(rows, device=device) for rows in _split(clip))
+    targets = clip.motion.to(device)
+    frame_of = torch.tensor([pose.frame - 1 for pose in clip.track.poses], device=device)
+    windows = clip.windows.to(device)
+    weights = torch.ones(targets.shape[1], device=device)
+    weights[0] = MOUTH_WEIGHT
+    modules = [model.audio_encoder, model.audio_smoother, model.to_motion]
+    parameters = [p for module in modules for p in module.parameters()]
+    optimizer = torch.optim.AdamW(parameters, lr=config.motion_lr, weight_decay=1e-2)
+    neighbours = model.config.audio_neighbours
+
+    def loss_of(rows: torch.Tensor, augment: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        audio = neighbour_windows(windows, frame_of[rows], neighbours)
+        if augment:
+            audio = augment_audio(audio)
+        predicted = model.predict_motion(audio)
+        return (weights * (predicted - targets[rows]) ** 2).mean(), predicted
+
+    best_loss, best_state, best_corr = float("inf"), _state(modules), 0.0
+    was_training = model.training
+    for step in range(1, config.motion_steps + 1):
+        for module in modules:
+            module.train()
+        batch = fit_rows[torch.randint(len(fit_rows), (config.motion_batch,), device=device)]
+        loss, _ = loss_of(batch, augment=True)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step % VALIDATE_EVERY and step != config.motion_steps:
+            continue
+        for module in modules:
+            module.eval()
+        with torch.no_grad():
+            val_loss, predicted = loss_of(val_rows, augment=False)
+        if float(val_loss) < best_loss:
+            best_loss, best_state = float(val_loss), _state(modules)
+            best_corr = correlation(predicted[:, 0], targets[val_rows, 0])
+        on_progress(Progress("motion", step / config.motion_steps,
+                             f"audio->motion step {step}/{config.motion_steps} "
+                             f"val {float(val_loss):.3f} best {best_loss:.3f}"))
+    for module, state in zip(modules, best_state, strict=True):
+        module.load_state_dict(state)
+    model.train(was_training)
+    print(f"audio->motion: best validation loss {best_loss:.4f}, "
+          f"mouth-opening correlation {best_corr:.3f} on {len(val_rows)} frames")
+    return {"motion_val_loss": best_loss, "motion_val_mouth_corr": best_corr}
+
+
+def augment_audio(audio: torch.Tensor) -> torch.Tensor:
+    """audio (B, K, W, M) normalised log-mel: another microphone, room and voice level.
+
+    Per example: a gain (an offset in log-mel), a linear spectral tilt, a little noise and one
+    masked band of up to 8 mels (SpecAugment), so the regressor listens to the shape of the
+    spectrum over time, not to one recording's colour."""
+    batch, mels = audio.shape[0], audio.shape[-1]
+    device, dtype = audio.device, audio.dtype
+    gain = torch.randn(batch, 1, 1, 1, device=device, dtype=dtype) * 0.3
+    ramp = torch.linspace(-1.0, 1.0, mels, device=device, dtype=dtype)
+    tilt = torch.randn(batch, 1, 1, 1, device=device, dtype=dtype) * 0.2 * ramp
+    noisy = audio + gain + tilt + 0.1 * torch.randn_like(audio)
+    start = torch.randint(0, mels, (batch, 1), device=device)
+    width = torch.randint(0, 9, (batch, 1), device=device)
+    band = torch.arange(mels, device=device)[None, :]
+    masked = ((band >= start) & (band < start + width)).to(dtype)[:, None, None, :]
+    return noisy * (1.0 - masked)
+
+
+def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Pearson correlation of two 1-D tensors; 0 where either is constant."""
+    x = np.asarray(a.detach().float().cpu(), dtype=np.float64)
+    y = np.asarray(b.detach().float().cpu(), dtype=np.float64)
+    if len(x) < 2 or x.std() < 1e-9 or y.std() < 1e-9:
+        return 0.0
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def _split(clip: ClipTensors) -> tuple[list[int], list[int]]:
+    """Training rows in time order cut into blocks of BLOCK_FRAMES: every tenth block (from
+    the fifth) validates, the rest fit. Whole blocks keep neighbouring frames, which share
+    audio windows, on one side; spreading them keeps both sides alike (a single tail block
+    can be a pause). A clip too short for that is fitted and validated on all its frames."""
+    rows = sorted(clip.train_rows, key=lambda row: clip.track.poses[row].frame)
+    val = [row for i, row in enumerate(rows) if (i // BLOCK_FRAMES) % 10 == 5]
+    fit = [row for i, row in enumerate(rows) if (i // BLOCK_FRAMES) % 10 != 5]
+    return (fit, val) if val else (rows, rows)
+
+
+def _state(modules: list[torch.nn.Module]) -> list[dict[str, torch.Tensor]]:
+    return [copy.deepcopy(module.state_dict()) for module in modules]
+
+

@@ -1,0 +1,92 @@
+"""The motion-driven head: the renderer follows the tracked code, the regressor hears it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from facespeech.model import ModelConfig, TalkingHead
+from facespeech.quality.evaluate import load_eval_clip, load_model
+from facespeech.train import run
+from facespeech.train.checkpoints import load
+from facespeech.train.data import neighbour_windows
+from facespeech.train.motion import BLOCK_FRAMES, _split, augment_audio, correlation
+from tests.train.test_loop import _config
+
+TINY = ModelConfig(image_size=32, render_size=8, audio_dim=8, plane_channels=4,
+                   plane_resolution=16, hidden=16, feature_dim=8, samples_per_ray=4,
+                   upsampler_channels=16, motion_dim=3)
+
+
+def _inputs(batch: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    c = TINY
+    return {
+        "audio": torch.randn(batch, c.audio_neighbours, c.audio_window, c.n_mels,
+                             generator=generator),
+        "eye": torch.zeros(batch, 1),
+        "rotation": torch.eye(3).expand(batch, 3, 3),
+        "offset": torch.zeros(batch, 3),
+        "focal": torch.full((batch,), 2.0),
+        "reference": torch.rand(batch, 3, c.image_size, c.image_size, generator=generator),
+    }
+
+
+def test_given_motion_the_image_does_not_depend_on_the_audio() -> None:
+    model = TalkingHead(TINY).eval()
+    motion = torch.randn(2, TINY.motion_dim)
+    with torch.no_grad():
+        one = model(**_inputs(seed=0), motion=motion)["rgb"]
+        other_audio = _inputs(seed=1) | {"reference": _inputs(seed=0)["reference"]}
+        two = model(**other_audio, motion=motion)["rgb"]
+        predicted = model(**_inputs(seed=0))["rgb"]  # motion from the audio instead
+    torch.testing.assert_close(one, two)
+    assert not torch.allclose(one, predicted)
+
+
+def test_audio_augmentation_keeps_shape_and_changes_the_spectrum() -> None:
+    torch.manual_seed(0)
+    audio = torch.randn(16, 8, 16, 80)
+    augmented = augment_audio(audio)
+    assert augmented.shape == audio.shape
+    assert (augmented - audio).abs().mean() > 0.05
+    assert torch.isfinite(augmented).all()
+
+
+@pytest.mark.parametrize("frames", [30, 400])
+def test_validation_takes_whole_blocks_spread_over_the_clip(frames: int) -> None:
+    poses = [SimpleNamespace(frame=i + 1) for i in range(frames)]
+    clip = SimpleNamespace(train_rows=list(range(frames))[::-1], track=SimpleNamespace(poses=poses))
+    fit, val = _split(clip)  # type: ignore[arg-type]
+    if frames < 6 * BLOCK_FRAMES:  # too short to spare a block: fit and validate on all
+        assert fit == val == list(range(frames))
+        return
+    assert not set(fit) & set(val) and sorted(fit + val) == list(range(frames))
+    assert val == list(range(5 * BLOCK_FRAMES, 6 * BLOCK_FRAMES)) + list(
+        range(15 * BLOCK_FRAMES, 16 * BLOCK_FRAMES))
+
+
+@pytest.mark.slow
+def test_motion_regressor_predicts_held_out_mouth_opening(tmp_path: Path) -> None:
+    """Eight seconds of synthetic speech whose mouth opening follows the voice's loudness:
+    the regressor, fitted on the training frames, must follow it on the held-out tail."""
+    from facespeech.train.synthetic import make_synthetic_dataset
+
+    dataset = make_synthetic_dataset(tmp_path / "synthetic", seconds=8.0, size=32)
+    config = _config(use_motion=True, steps=20, motion_steps=300)
+    result = run(dataset, tmp_path / "run", config)
+
+    assert result.metrics["motion_val_mouth_corr"] > 0.8
+    model, state = load_model(result.checkpoint, torch.device("cpu"))
+    assert load(result.checkpoint)["model_config"]["motion_dim"] == 2  # opening + 1 code
+    clip = load_eval_clip(dataset, state, model.config)
+    rows = clip.held_out_rows
+    frames = torch.tensor([clip.track.poses[r].frame - 1 for r in rows])
+    with torch.no_grad():
+        predicted = model.predict_motion(
+            neighbour_windows(clip.windows, frames, model.config.audio_neighbours))
+    truth = torch.tensor([clip.track.expressions[r].mouth_open for r in rows])
+    assert correlation(predicted[:, 0], truth) > 0.8
