@@ -187,7 +187,9 @@ def train(
 def render(
     model: Path,
     audio: Path,
-    out: Annotated[Path, typer.Option("-o", "--out")] = Path("out.mp4"),
+    out: Annotated[
+        Path | None, typer.Option("-o", "--out", help="default out.mp4 (out.webm if transparent)")
+    ] = None,
     dataset: Annotated[
         Path | None,
         typer.Option(
@@ -198,7 +200,9 @@ def render(
         int | None, typer.Option(help="output side, 256-1024; default the model's")
     ] = None,
     fps: int = 25,
-    background: Annotated[str, typer.Option(help="reference | still | green")] = "reference",
+    background: Annotated[
+        str, typer.Option(help="reference | still | green | transparent (WebM with alpha)")
+    ] = "reference",
     motion: Annotated[str, typer.Option(help="pingpong | still")] = "pingpong",
     blink_rate: Annotated[
         float | None, typer.Option(help="blinks per minute; default: the reference video's own")
@@ -206,7 +210,7 @@ def render(
     batch_size: Annotated[int, typer.Option(help="0: 48 on CUDA, 8 on CPU")] = 0,
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile (CUDA)")] = False,
 ) -> None:
-    """Render speech audio into an mp4 with a trained model."""
+    """Render speech audio into an mp4 (a WebM with alpha if transparent) with a trained model."""
     from pydantic import ValidationError
 
     from facespeech import render as lib
@@ -226,6 +230,11 @@ def render(
         )
     except ValidationError as error:
         raise typer.BadParameter(str(error)) from error
+    suffix = ".webm" if config.background == "transparent" else ".mp4"
+    out = out or Path(f"out{suffix}")
+    if out.suffix.lower() != suffix:
+        raise typer.BadParameter(f"background {config.background} writes {suffix}; "
+                                 f"name the output {out.with_suffix(suffix).name}")
     with progress_bar("render") as (hook, _):
         result = lib.run(model, dataset, audio, out, config, on_progress=hook)
     console.print(

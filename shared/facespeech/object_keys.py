@@ -42,5 +42,6 @@ def render_audio(tenant_id: str, job_id: str, filename: str) -> str:
     return f"{tenant_prefix(tenant_id)}jobs/{job_id}/input/{safe_filename(filename, 'audio')}"
 
 
-def render_video(tenant_id: str, job_id: str) -> str:
-    return f"{tenant_prefix(tenant_id)}jobs/{job_id}/render.mp4"
+def render_video(tenant_id: str, job_id: str, suffix: str = ".mp4") -> str:
+    """Where a render's video goes: render.mp4, or render.webm for a transparent one."""
+    return f"{tenant_prefix(tenant_id)}jobs/{job_id}/render{suffix}"

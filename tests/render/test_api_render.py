@@ -66,7 +66,7 @@ def _two_hour_flac() -> bytes:
     return bytes(flac)
 
 
-def _post(client: TestClient, auth: dict[str, str], model_id: str, audio: bytes,  # noqa: F811
+def _post(client: TestClient, auth: dict[str, str], model_id: str, audio: bytes,
           options: object = None, name: str = "speech.wav"):  # type: ignore[no-untyped-def]
     data = {"model_id": model_id}
     if options is not None:
@@ -76,11 +76,11 @@ def _post(client: TestClient, auth: dict[str, str], model_id: str, audio: bytes,
 
 
 @pytest.fixture
-def ready_model(auth: dict[str, str]) -> str:  # noqa: F811
+def ready_model(auth: dict[str, str]) -> str:
     return _model(auth["Authorization"].removeprefix("Bearer "), "ready")
 
 
-def test_options_are_validated_and_kept(client: TestClient, auth: dict[str, str],  # noqa: F811
+def test_options_are_validated_and_kept(client: TestClient, auth: dict[str, str],
                                         ready_model: str) -> None:
     speech = _wav(synthetic_voice(1.5, seed=1))
     options = {"size": 768, "fps": 30, "background": "green", "motion": "still",
@@ -88,6 +88,8 @@ def test_options_are_validated_and_kept(client: TestClient, auth: dict[str, str]
     accepted = _post(client, auth, ready_model, speech, options)
     assert accepted.status_code == 202, accepted.text
     assert accepted.json()["params"]["options"] == options
+    transparent = _post(client, auth, ready_model, speech, {"background": "transparent"})
+    assert transparent.status_code == 202, transparent.text
     for bad in ({"size": 100}, {"size": 2048}, {"fps": 0}, {"background": "blue"},
                 {"motion": "random"}, {"blink_rate": -1}, {"colour": "red"}, "{not json"):
         refused = _post(client, auth, ready_model, speech, bad)
@@ -101,13 +103,13 @@ def test_options_are_validated_and_kept(client: TestClient, auth: dict[str, str]
     ("48 kHz stereo", lambda: _wav(np.repeat(np.repeat(synthetic_voice(1.5, seed=4), 3)[:, None],
                                              2, axis=1), 48_000)),
 ])
-def test_unusual_but_valid_audio_is_accepted(client: TestClient, auth: dict[str, str],  # noqa: F811
+def test_unusual_but_valid_audio_is_accepted(client: TestClient, auth: dict[str, str],
                                              ready_model: str, name: str, audio) -> None:  # type: ignore[no-untyped-def]
     response = _post(client, auth, ready_model, audio())
     assert response.status_code == 202, (name, response.text)
 
 
-def test_bad_audio_gets_a_clear_problem(client: TestClient, auth: dict[str, str],  # noqa: F811
+def test_bad_audio_gets_a_clear_problem(client: TestClient, auth: dict[str, str],
                                         ready_model: str) -> None:
     short = _post(client, auth, ready_model, _wav(synthetic_voice(0.2, seed=5)))
     assert short.status_code == 422 and "at least" in short.json()["detail"]
@@ -119,7 +121,7 @@ def test_bad_audio_gets_a_clear_problem(client: TestClient, auth: dict[str, str]
 
 
 @pytest.mark.parametrize("status", ["training", "failed"])
-def test_model_not_ready_is_409(client: TestClient, auth: dict[str, str],  # noqa: F811
+def test_model_not_ready_is_409(client: TestClient, auth: dict[str, str],
                                 status: str) -> None:
     model_id = _model(auth["Authorization"].removeprefix("Bearer "), status)
     response = _post(client, auth, model_id, _wav(synthetic_voice(1.5, seed=6)))

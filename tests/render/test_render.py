@@ -75,3 +75,47 @@ def test_stop_removes_the_partial_video(checkpoint: Path, synthetic_dataset: Pat
         run(checkpoint, synthetic_dataset, _speech(tmp_path / "in.wav", 1.0), out,
             RenderConfig(batch_size=4, device="cpu"), should_stop=lambda: next(calls) == 2)
     assert not out.exists()
+
+
+def test_transparent_background_writes_webm_with_the_person_as_alpha(
+    checkpoint: Path, synthetic_dataset: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.webm"
+    result = run(checkpoint, synthetic_dataset, _speech(tmp_path / "in.wav", 1.0), out,
+                 RenderConfig(batch_size=4, device="cpu", background="transparent", size=256))
+
+    with av.open(str(out)) as container:
+        video, audio = container.streams.video[0], container.streams.audio[0]
+        assert container.format.name.startswith("matroska,webm")
+        assert video.codec_context.name == "vp9" and audio.codec_context.name == "opus"
+        assert video.metadata.get("alpha_mode") == "1"
+        # FFmpeg's own VP9 decoder drops the alpha plane; libvpx's keeps it
+        decoder = av.CodecContext.create("libvpx-vp9", "r")
+        # demux ends with an empty packet, which flushes the decoder
+        frames = [f.to_ndarray(format="rgba") for p in container.demux(video)
+                  for f in decoder.decode(p)]
+    assert len(frames) == result.frames == 25
+    alpha = frames[len(frames) // 2][..., 3]
+    assert alpha[128, 128] > 200, "the face is opaque"
+    assert alpha[2, 2] < 50, "the corner (background) is transparent"
+
+
+def test_person_masks_come_from_the_label_maps(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from facespeech.dataset import LABEL_BACKGROUND, LABEL_FACE, LABEL_NECK_TORSO, semantic_path
+    from facespeech.train.data import load_person_masks
+
+    assert load_person_masks(tmp_path, "p", [1], 8) is None  # no label maps: None
+    labels = np.full((16, 16), LABEL_BACKGROUND, np.uint8)
+    labels[4:12, 4:12] = LABEL_FACE
+    labels[12:, 2:14] = LABEL_NECK_TORSO
+    path = semantic_path(tmp_path, "p", 1)
+    path.parent.mkdir(parents=True)
+    Image.fromarray(labels).save(path)
+
+    person = load_person_masks(tmp_path, "p", [1, 2], 16)
+    assert person is not None and person.shape == (2, 1, 16, 16)
+    assert person[0, 0, 8, 8] == 255 and person[0, 0, 14, 8] == 255 and person[0, 0, 0, 0] == 0
+    assert (person[1] == person[0]).all()  # frame 2 has no map: frame 1's

@@ -1,6 +1,6 @@
-"""Hostile dataset archives through the real path: upload over HTTP, a real worker process
-preprocesses them. Each job fails with a reason, the worker lives, and nothing is written
-outside the job's folders or the tenant's prefix."""
+"""Hostile dataset archives: refused at upload with a 422 that says why (nothing stored), and
+an archive that passes the upload check but not the layout check fails its job in a real
+worker process, which lives on and writes nothing outside its folders."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
 from tests.conftest import free_port
 from tests.reliability.conftest import cluster_env, start_cluster, start_training, stop_cluster
 
-pytestmark = pytest.mark.slow
+PROBLEM = "application/problem+json"
 
 
 def _zip(path: Path, members: dict[str, bytes]) -> Path:
@@ -47,7 +48,6 @@ def _link(kind: bytes, name: str, target: str) -> Callable[[tarfile.TarFile], No
 
 def _corpus(folder: Path, escape: Path) -> dict[str, tuple[Path, str]]:
     """name -> (archive, a word the failure reason must contain)."""
-    inner = _zip(folder / "inner.zip", {"images/p/00001.jpg": b"x"}).read_bytes()
     return {
         "zip-slip": (_zip(folder / "slip.zip", {f"../../../../{escape}": b"pwned"}), "outside"),
         "absolute": (_zip(folder / "abs.zip", {str(escape): b"pwned"}), "outside"),
@@ -63,18 +63,59 @@ def _corpus(folder: Path, escape: Path) -> dict[str, tuple[Path, str]]:
             _zip(folder / "bomb.zip", {"images/p/big.jpg": b"\0" * (64 * 1024 * 1024)}),
             "bomb",
         ),
-        "nested": (_zip(folder / "nested.zip", {"data/inner.zip": inner}), "dataset"),
+        "tar-gz-bomb": (_tar_gz_bomb(folder / "bomb.tar.gz"), "bomb"),
+        "damaged-zip": (_damaged_zip(folder / "damaged.zip"), "damaged"),
     }
 
 
-def test_hostile_archives_fail_their_jobs_and_escape_nowhere(tmp_path: Path) -> None:
+def _tar_gz_bomb(path: Path) -> Path:
+    data = b"\0" * (64 * 1024 * 1024)
+    with tarfile.open(path, "w:gz") as archive:
+        info = tarfile.TarInfo("images/p/big.jpg")
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _damaged_zip(path: Path) -> Path:
+    whole = _zip(path, {f"images/p/{i:05d}.jpg": bytes(1000) for i in range(20)}).read_bytes()
+    path.write_bytes(whole[:-30])  # the end of the central directory is cut off
+    return path
+
+
+@pytest.mark.parametrize("name", ["zip-slip", "absolute", "symlink", "hardlink", "bomb",
+                                  "tar-gz-bomb", "damaged-zip"])
+def test_hostile_archives_are_refused_at_upload(
+    name: str, client: TestClient, auth: dict[str, str], tmp_path: Path
+) -> None:
+    archive, word = _corpus(tmp_path, tmp_path / "escaped" / "pwned.txt")[name]
+    with archive.open("rb") as handle:
+        response = client.post("/v1/datasets", headers=auth,
+                               files={"file": (archive.name, handle, "application/zip")})
+
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    assert word in response.json()["detail"].lower()
+    assert archive.name in response.json()["detail"]  # the client's name, not our temp file
+    assert not (tmp_path / "escaped").exists()
+    from facespeech.db.models import Dataset
+    from facespeech.db.session import session_scope
+
+    with session_scope() as session:
+        assert session.query(Dataset).count() == 0, "a refused upload left a dataset row"
+
+
+@pytest.mark.slow
+def test_archive_with_a_bad_layout_fails_its_job_and_escapes_nowhere(tmp_path: Path) -> None:
     port = free_port()
     cluster = start_cluster(cluster_env(tmp_path, port), tmp_path, port)
     escape = tmp_path / "escaped" / "pwned.txt"
     try:
         worker = cluster.start_worker()
         jobs = {}
-        corpus = _corpus(tmp_path, escape)
+        inner = _zip(tmp_path / "inner.zip", {"images/p/00001.jpg": b"x"}).read_bytes()
+        corpus = {"nested": (_zip(tmp_path / "nested.zip", {"data/inner.zip": inner}),
+                             "dataset")}
         for name, (archive, _) in corpus.items():
             with archive.open("rb") as handle:
                 created = httpx.post(

@@ -46,7 +46,8 @@ class RenderOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     size: int | None = Field(None, ge=256, le=1024, multiple_of=2)  # None: the model's size
     fps: int = Field(25, ge=10, le=60)
-    background: Literal["reference", "still", "green"] = "reference"
+    # transparent: the person alone, as WebM (VP9 with alpha) instead of mp4
+    background: Literal["reference", "still", "green", "transparent"] = "reference"
     motion: Literal["pingpong", "still"] = "pingpong"
     blink_rate: float | None = Field(None, ge=0, le=60)  # per minute; None: the reference's
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import PurePosixPath
 from typing import Any
 
 from sqlalchemy import func, select
@@ -29,6 +30,7 @@ from facespeech.errors import InputError
 from facespeech.jobs import state
 from facespeech.jobs.tasks import enqueue
 from facespeech.media.integrity import verify_complete
+from facespeech.preprocess.archive_check import inspect_archive
 from facespeech.storage import ObjectStore
 from facespeech.storage.base import PresignedPost
 
@@ -60,6 +62,7 @@ def _source_kind(upload: ReceivedUpload, settings: Settings) -> str:
 
 def _checked_source_kind(upload: ReceivedUpload, settings: Settings) -> str:
     if _is_archive(upload.path):
+        inspect_archive(upload.path)  # InputError -> 422: zip slip, bombs, links, damage
         return "archive"
     info = media.probe(upload.path)  # InputError -> 422 for anything that is not media
     name = upload.filename
@@ -394,7 +397,8 @@ def _revoke_quietly(task_id: str | None) -> None:
 def result_url(store: ObjectStore, settings: Settings, job: Job) -> str | None:
     if job.status is not JobStatus.succeeded or not job.result_key:
         return None
-    return store.presigned_get(job.result_key, settings.presign_expiry_s, f"{job.id}.mp4")
+    suffix = PurePosixPath(job.result_key).suffix or ".mp4"  # .webm for a transparent render
+    return store.presigned_get(job.result_key, settings.presign_expiry_s, f"{job.id}{suffix}")
 
 
 def create_probe_job(session: Session, tenant: Tenant, seconds: float) -> Job:

@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
-import tarfile
 import time
-import zipfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO
 
 import numpy as np
 import soundfile as sf
@@ -20,6 +14,7 @@ from PIL import Image
 from facespeech import dataset
 from facespeech.errors import InputError
 from facespeech.media import load_audio
+from facespeech.preprocess.archive_check import Member, ReadMember, check_members, open_archive
 from facespeech.preprocess.config import PreprocessConfig, PreprocessReport
 from facespeech.preprocess.crop import face_mask
 from facespeech.preprocess.masks import semantic_mask
@@ -28,14 +23,6 @@ from facespeech.preprocess.tracking import N_LANDMARKS, face_height
 
 NESTED_ARCHIVE_SUFFIXES = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar")
 COPY_CHUNK = 1024 * 1024
-ReadMember = Callable[[str], IO[bytes]]
-
-
-@dataclass
-class _Member:
-    name: str
-    size: int  # uncompressed size as the archive declares it
-    is_dir: bool
 
 
 def import_archive(
@@ -50,8 +37,8 @@ def import_archive(
     staging = out_dir / ".extracting"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    with _open_archive(archive) as (members, read_member):
-        _check_members(archive, members, config)
+    with open_archive(archive, config) as (members, read_member):
+        check_members(archive, members, config)
         warnings += _extract(members, read_member, staging, config)
     root = _layout_root(archive, staging)
     for entry in root.iterdir():
@@ -65,67 +52,8 @@ def import_archive(
     return report
 
 
-@contextmanager
-def _open_archive(archive: Path) -> Iterator[tuple[list[_Member], ReadMember]]:
-    """(members, read_member(name) -> binary file) for a zip or a (compressed) tar."""
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zipped:
-            _check_zip_links(archive, zipped)
-            members = [_Member(i.filename, i.file_size, i.is_dir()) for i in zipped.infolist()]
-            yield members, zipped.open
-        return
-    try:
-        tarred = tarfile.open(archive, mode="r:*")
-    except (tarfile.TarError, OSError) as error:
-        raise InputError(f"{archive.name}: not a zip or tar archive ({error})") from error
-    with tarred:
-        infos = tarred.getmembers()
-        for info in infos:
-            if not (info.isfile() or info.isdir()):
-                kind = "link" if info.issym() or info.islnk() else "special file"
-                raise InputError(f"{archive.name}: member {info.name!r} is a {kind}; "
-                                 "only plain files and folders are accepted")
-        members = [_Member(i.name, i.size, i.isdir()) for i in infos]
-
-        def read_member(name: str) -> IO[bytes]:
-            handle = tarred.extractfile(name)
-            assert handle is not None  # only regular files reach here
-            return handle
-
-        yield members, read_member
-
-
-def _check_zip_links(archive: Path, zipped: zipfile.ZipFile) -> None:
-    for info in zipped.infolist():
-        if info.external_attr >> 16 & 0o170000 == 0o120000:  # S_IFLNK in the unix mode
-            raise InputError(f"{archive.name}: member {info.filename!r} is a symbolic link")
-
-
-def _check_members(archive: Path, members: list[_Member], config: PreprocessConfig) -> None:
-    if len(members) > config.archive_max_members:
-        raise InputError(f"{archive.name}: {len(members)} members, more than the limit of "
-                         f"{config.archive_max_members}")
-    total = sum(m.size for m in members)
-    if total > config.archive_max_bytes:
-        raise InputError(f"{archive.name}: unpacks to {total / 1e9:.1f} GB, more than the "
-                         f"limit of {config.archive_max_bytes / 1e9:.1f} GB")
-    ratio = total / max(archive.stat().st_size, 1)
-    if ratio > config.archive_max_ratio:
-        raise InputError(f"{archive.name}: unpacks to {ratio:.0f} times its size; refusing a "
-                         f"likely decompression bomb (limit {config.archive_max_ratio:g}x)")
-    for member in members:
-        _check_name(archive, member.name)
-
-
-def _check_name(archive: Path, name: str) -> None:
-    path = PurePosixPath(name.replace("\\", "/"))
-    if path.is_absolute() or ".." in path.parts or (path.parts and ":" in path.parts[0]):
-        raise InputError(f"{archive.name}: member {name!r} would be written outside the "
-                         "dataset folder")
-
-
 def _extract(
-    members: list[_Member], read_member: ReadMember, staging: Path, config: PreprocessConfig
+    members: list[Member], read_member: ReadMember, staging: Path, config: PreprocessConfig
 ) -> list[str]:
     """Copy members out, counting real bytes: headers can lie about sizes."""
     warnings: list[str] = []

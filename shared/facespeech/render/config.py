@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Background = Literal["reference", "still", "green"]
+Background = Literal["reference", "still", "green", "transparent"]
 Motion = Literal["pingpong", "still"]
 
 
@@ -17,7 +17,8 @@ class RenderConfig(BaseModel):
     size: int | None = Field(None, ge=256, le=1024, multiple_of=2)  # None: the model's crop size
     fps: int = Field(25, ge=10, le=60)
     # behind and around the rendered face: the walking reference crops, the first reference
-    # crop held still, or chroma-key green
+    # crop held still, chroma-key green, or nothing: the person alone over a transparent
+    # background, written as WebM (VP9 with alpha) instead of mp4
     background: Background = "reference"
     # head pose: the reference frames walked forwards and backwards, or the first one held
     motion: Motion = "pingpong"

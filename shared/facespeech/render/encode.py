@@ -35,6 +35,11 @@ def rgb_to_yuv420p(rgb: torch.Tensor) -> torch.Tensor:
     return (planes + 0.5).clamp(0, 255).to(torch.uint8).view(batch, height * 3 // 2, width)
 
 
+def to_rgba8(rgba: torch.Tensor) -> torch.Tensor:
+    """(B, 4, H, W) float in [0, 1] -> (B, H, W, 4) uint8, the layout the WebM writer takes."""
+    return (rgba * 255.0 + 0.5).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
 class FrameSink:
     """Copies batches of yuv420p frames to pinned host memory without waiting, and encodes
     them on a writer thread; at most `depth` batches wait, so memory stays bounded."""
@@ -50,7 +55,7 @@ class FrameSink:
         self.encode_seconds = 0.0  # time the writer thread spent encoding, for profiles
 
     def put(self, frames: torch.Tensor) -> None:
-        """frames (B, H * 3 // 2, W) uint8 on any device."""
+        """frames (B, H * 3 // 2, W) yuv420p or (B, H, W, 4) RGBA, uint8, on any device."""
         event = None
         if frames.is_cuda:
             host = torch.empty(frames.shape, dtype=torch.uint8, pin_memory=True)
@@ -99,7 +104,10 @@ class FrameSink:
                     event.synchronize()
                 started = time.perf_counter()
                 for planes in host.numpy():
-                    self._writer.write_yuv420p(planes)
+                    if planes.ndim == 3:  # (H, W, 4) RGBA for a writer with alpha
+                        self._writer.write_rgba(planes)
+                    else:
+                        self._writer.write_yuv420p(planes)
                 self.encode_seconds += time.perf_counter() - started
         except BaseException as error:  # noqa: BLE001 - handed to the rendering thread
             self._error = error

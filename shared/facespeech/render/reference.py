@@ -26,6 +26,7 @@ from facespeech.train.data import (
     frame_conditions,
     load_images,
     load_masks,
+    load_person_masks,
     mouth_boxes,
 )
 
@@ -42,6 +43,7 @@ class ReferenceSet:
 
     images: torch.Tensor  # (N, 3, S, S) uint8 crops at the model's image size
     masks: torch.Tensor  # (N, 1, S, S) uint8 face masks, 255 = face
+    person: torch.Tensor  # (N, 1, S, S) uint8, 255 = the person: a transparent render's alpha
     mouth: torch.Tensor  # (N, 4) mouth boxes in [0, 1]
     rotation: torch.Tensor  # (N, 3, 3)
     offset: torch.Tensor  # (N, 3)
@@ -76,9 +78,11 @@ def from_dataset(
     frames = [track.poses[r].frame for r in rows]
     size = model_config.image_size
     index = torch.tensor(rows)
+    masks = load_masks(dataset_dir, track.person, frames, size)
+    person = load_person_masks(dataset_dir, track.person, frames, size)
     return ReferenceSet(
         images=load_images(dataset_dir, track.person, frames, size),
-        masks=load_masks(dataset_dir, track.person, frames, size),
+        masks=masks, person=masks.clone() if person is None else person,
         mouth=mouth_boxes(track, data["source_image_size"])[index],
         rotation=conditions.rotation[index], offset=conditions.offset[index],
         focal=conditions.focal[index], blink=conditions.blink[index],
@@ -93,9 +97,12 @@ def from_checkpoint(state: dict[str, Any]) -> ReferenceSet | None:
         return None
     images = torch.stack([_decode(jpeg, "RGB") for jpeg in packed["images"]])
     masks = torch.stack([_decode(jpeg, "L") for jpeg in packed["masks"]])
+    # model files embedded before person masks existed: the face is the person
+    person = (torch.stack([_decode(jpeg, "L") for jpeg in packed["person"]])
+              if "person" in packed else masks.clone())
     tensors = {name: packed[name] for name in
                ("mouth", "rotation", "offset", "focal", "blink", "expression")}
-    return ReferenceSet(images=images, masks=masks, **tensors)
+    return ReferenceSet(images=images, masks=masks, person=person, **tensors)
 
 
 def is_embedded(model_path: Path) -> bool:
@@ -110,6 +117,7 @@ def embed(model_path: Path, dataset_dir: Path, max_frames: int = MAX_REFERENCE_F
     state[CHECKPOINT_KEY] = {
         "images": [_encode(image, "RGB") for image in reference.images],
         "masks": [_encode(mask, "L") for mask in reference.masks],
+        "person": [_encode(mask, "L") for mask in reference.person],
         "mouth": reference.mouth, "rotation": reference.rotation, "offset": reference.offset,
         "focal": reference.focal, "blink": reference.blink, "expression": reference.expression,
         "pause_mel": silence_mel(training_mel(dataset_dir, state["data"]["person"])),

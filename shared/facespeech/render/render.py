@@ -33,7 +33,7 @@ from facespeech.hooks import Progress, ProgressFn, StopFn, Stopped, never_stop, 
 from facespeech.model import ModelConfig, TalkingHead
 from facespeech.render import reference as references
 from facespeech.render.config import RenderConfig
-from facespeech.render.encode import FrameSink, rgb_to_yuv420p
+from facespeech.render.encode import FrameSink, rgb_to_yuv420p, to_rgba8
 from facespeech.render.features import MelWindows, silence_mel, speech_mel
 from facespeech.train import checkpoints
 from facespeech.train.data import box_masks
@@ -81,7 +81,8 @@ class Renderer:
         self, audio: Path, out: Path, config: RenderConfig = RenderConfig(),  # noqa: B008
         on_progress: ProgressFn = no_progress, should_stop: StopFn = never_stop,
     ) -> RenderResult:
-        """Render `audio` spoken by this person into the mp4 `out` (removed on any failure)."""
+        """Render `audio` spoken by this person into the mp4 `out`, or the WebM `out` for a
+        transparent background (removed on any failure)."""
         from facespeech.media import VideoWriter, load_audio
 
         started = time.perf_counter()
@@ -104,11 +105,12 @@ class Renderer:
         blink = self._blinks(n_frames, rows, config)
         masks = self._masks(config)
         size = config.size or self.config.image_size
+        transparent = config.background == "transparent"
         render_started = time.perf_counter()
         try:
             with VideoWriter(out, config.fps, size, size, audio=wave, sample_rate=SAMPLE_RATE,
-                             crf=config.crf, prefer_gpu_encoder=self.device.type == "cuda"
-                             ) as writer, torch.inference_mode():
+                             crf=config.crf, prefer_gpu_encoder=self.device.type == "cuda",
+                             alpha=transparent) as writer, torch.inference_mode():
                 sink = FrameSink(writer)
                 try:
                     for start in range(0, n_frames, batch):
@@ -120,7 +122,10 @@ class Renderer:
                         frames = frames.clamp(max=n_frames - 1)
                         composite = self.composite(frames, rows[frames], blink[frames], windows,
                                                    masks, config)
-                        sink.put(rgb_to_yuv420p(composite[:count]))
+                        if transparent:
+                            sink.put(to_rgba8(composite[:count]))
+                        else:
+                            sink.put(rgb_to_yuv420p(composite[:count]))
                         done = start + count
                         on_progress(Progress("render", done / n_frames,
                                              f"frame {done}/{n_frames}"))
@@ -141,7 +146,8 @@ class Renderer:
         masks: torch.Tensor, config: RenderConfig,
     ) -> torch.Tensor:
         """One batch: frame indices, their reference rows and eye codes -> (B, 3, S, S) in
-        [0, 1] at the output size, the rendered head pasted onto the chosen background."""
+        [0, 1] at the output size, the rendered head pasted onto the chosen background; for a
+        transparent one, (B, 4, S, S) with the person (and the pasted face) as alpha."""
         ref = self.reference
         reference = ref.images[rows].float() / 255.0
         inputs = {
@@ -154,6 +160,9 @@ class Renderer:
         mask = masks[rows].float() / 255.0
         background = self._background(reference, config)
         composite = torch.lerp(background, rendered.float(), mask)
+        if config.background == "transparent":
+            person = torch.maximum(ref.person[rows].float() / 255.0, mask)
+            composite = torch.cat([composite, person], dim=1)
         size = config.size or self.config.image_size
         if size != composite.shape[-1]:
             composite = F.interpolate(composite, size=(size, size), mode="bilinear",
@@ -161,7 +170,7 @@ class Renderer:
         return composite.clamp(0, 1)
 
     def _background(self, reference: torch.Tensor, config: RenderConfig) -> torch.Tensor:
-        if config.background == "reference":
+        if config.background in ("reference", "transparent"):  # alpha hides the latter's
             return reference
         if config.background == "green":
             green = torch.tensor(GREEN, device=self.device).view(1, 3, 1, 1)

@@ -12,7 +12,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from facespeech.dataset import FramePose, PersonTrack, image_path, mask_path
+from facespeech.dataset import (
+    LABEL_FACE,
+    LABEL_MOUTH,
+    LABEL_NECK_TORSO,
+    FramePose,
+    PersonTrack,
+    image_path,
+    mask_path,
+    semantic_path,
+)
 from facespeech.errors import InputError
 
 # Crop-normalised focal the model is built around (head of radius 1 at distance 4 fills ~60 %
@@ -137,6 +146,26 @@ def load_masks(root: Path, person: str, frames: list[int], size: int) -> torch.T
             with Image.open(path) as image:
                 grey = image.convert("L").resize((size, size), Image.Resampling.BILINEAR)
             out[row, 0] = torch.from_numpy(np.array(grey))
+    return out
+
+
+def load_person_masks(
+    root: Path, person: str, frames: list[int], size: int
+) -> torch.Tensor | None:
+    """The person (face, mouth, hair, neck, torso) from the semantic label maps, uint8
+    (N, 1, size, size), 255 = person; None when the dataset has no label maps."""
+    if not semantic_path(root, person, frames[0]).exists():
+        return None
+    out = torch.zeros(len(frames), 1, size, size, dtype=torch.uint8)
+    for row, frame in enumerate(frames):
+        path = semantic_path(root, person, frame)
+        if not path.exists():
+            out[row] = out[row - 1] if row else 255  # a missing map: the last one, or all
+            continue
+        with Image.open(path) as image:
+            labels = np.array(image.convert("L").resize((size, size), Image.Resampling.NEAREST))
+        mask = np.isin(labels, (LABEL_FACE, LABEL_MOUTH, LABEL_NECK_TORSO))
+        out[row, 0] = torch.from_numpy(mask.astype(np.uint8) * 255)
     return out
 
 
