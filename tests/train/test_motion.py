@@ -90,3 +90,22 @@ def test_motion_regressor_predicts_held_out_mouth_opening(tmp_path: Path) -> Non
             neighbour_windows(clip.windows, frames, model.config.audio_neighbours))
     truth = torch.tensor([clip.track.expressions[r].mouth_open for r in rows])
     assert correlation(predicted[:, 0], truth) > 0.8
+
+
+def test_masked_reference_mouth_is_not_copied() -> None:
+    """With mask_reference_mouth, what the reference shows inside its mouth box cannot reach
+    the output; without it, it does."""
+    from dataclasses import replace
+
+    box = torch.tensor([[0.25, 0.5, 0.75, 0.875]] * 2)
+    inputs = _inputs()
+    changed = inputs["reference"].clone()
+    changed[:, :, 18:26, 10:22] = 1.0 - changed[:, :, 18:26, 10:22]  # inside the box only
+    motion = torch.zeros(2, TINY.motion_dim)
+    for masked in (True, False):
+        model = TalkingHead(replace(TINY, mask_reference_mouth=masked)).eval()
+        with torch.no_grad():
+            one = model(**inputs, motion=motion, reference_mouth=box)["rgb"]
+            two = model(**(inputs | {"reference": changed}), motion=motion,
+                        reference_mouth=box)["rgb"]
+        assert torch.allclose(one, two) is masked

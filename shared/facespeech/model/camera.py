@@ -37,3 +37,11 @@ def head_rays(
     origins = (-centre).unsqueeze(1) @ rotation  # (B, 1, 3)
     directions = dirs_cam @ rotation  # (B, P, 3)
     return origins.expand_as(directions), directions
+
+
+def box_masks(boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, 4) boxes in [0, 1] -> (B, 1, size, size) 0/1 masks."""
+    grid = (torch.arange(size, device=boxes.device, dtype=torch.float32) + 0.5) / size
+    inside_x = (grid >= boxes[:, 0:1]) & (grid <= boxes[:, 2:3])  # (B, size)
+    inside_y = (grid >= boxes[:, 1:2]) & (grid <= boxes[:, 3:4])
+    return (inside_y[:, :, None] & inside_x[:, None, :]).unsqueeze(1).float()

@@ -20,6 +20,9 @@ class ModelConfig:
     # tracked codes (GeneFace's split): neither can memorise frames through the audio.
     motion_dim: int = 0
     motion_dropout: float = 0.3  # on the audio code before the motion regressor
+    # Grey out the reference crop's mouth box before the model sees it: the mouth then has to
+    # come from the driver, not from copying the reference frame's (usually closed) lips.
+    mask_reference_mouth: bool = False
     plane_channels: int = 16  # C per tri-plane
     plane_resolution: int = 64  # R
     hidden: int = 64  # width of the field MLPs

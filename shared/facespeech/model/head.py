@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facespeech.model.audio import AudioEncoder, AudioSmoother
-from facespeech.model.camera import head_rays
+from facespeech.model.camera import box_masks, head_rays
 from facespeech.model.config import ModelConfig
 from facespeech.model.field import TriPlaneField
 from facespeech.model.renderer import sample_depths, volume_render
@@ -62,11 +62,14 @@ class TalkingHead(nn.Module):
         reference: torch.Tensor,
         expression: torch.Tensor | None = None,
         motion: torch.Tensor | None = None,
+        reference_mouth: torch.Tensor | None = None,
         jitter: bool = False,
     ) -> dict[str, torch.Tensor]:
         """audio (B, K, W, n_mels), eye (B, 1), rotation (B, 3, 3), offset (B, 3), focal (B,),
         reference (B, 3, H, W) in [0, 1], expression (B, E) or None, motion (B, M) or None:
-        the tracked motion code in training (teacher forcing), predicted from audio if None.
+        the tracked motion code in training (teacher forcing), predicted from audio if None;
+        reference_mouth (B, 4): the reference's mouth box in [0, 1], greyed out if the config
+        says mask_reference_mouth.
 
         Returns rgb (B, 3, H, W) in [0, 1], alpha (B, 1, r, r) of the head and
         residual (B, 3, H, W), the change to the reference in logit space.
@@ -84,6 +87,9 @@ class TalkingHead(nn.Module):
             assert expression is not None, "this model was trained with expression codes"
             parts.append(expression)
         condition = torch.cat(parts, dim=-1)  # (B, A + 1 + E)
+        if cfg.mask_reference_mouth and reference_mouth is not None:
+            hidden = box_masks(reference_mouth, cfg.image_size).to(reference.dtype)
+            reference = torch.lerp(reference, torch.full_like(reference, 0.5), hidden)
 
         origins, directions = head_rays(rotation, offset, focal, r, cfg.camera_distance)
         bound = cfg.head_radius * 1.2

@@ -27,12 +27,12 @@ import torch
 from facespeech.dataset import load_features, read_tracks
 from facespeech.errors import InputError
 from facespeech.model import ModelConfig, TalkingHead
+from facespeech.model.camera import box_masks
 from facespeech.quality.metrics import mouth_opening_correlation, psnr, ssim
 from facespeech.train import checkpoints
 from facespeech.train.data import (
     ClipTensors,
     PoseNormaliser,
-    box_masks,
     load_clip,
     model_inputs,
     nearest_pose_rows,

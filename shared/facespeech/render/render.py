@@ -31,12 +31,12 @@ from facespeech.dataset import SAMPLE_RATE
 from facespeech.errors import InputError
 from facespeech.hooks import Progress, ProgressFn, StopFn, Stopped, never_stop, no_progress
 from facespeech.model import ModelConfig, TalkingHead
+from facespeech.model.camera import box_masks
 from facespeech.render import reference as references
 from facespeech.render.config import RenderConfig
 from facespeech.render.encode import FrameSink, rgb_to_yuv420p, to_rgba8
 from facespeech.render.features import MelWindows, silence_mel, speech_mel
 from facespeech.train import checkpoints
-from facespeech.train.data import box_masks
 from facespeech.train.distributed import autocast, pick_device
 
 GREEN = (0.0, 177 / 255, 64 / 255)  # chroma-key green (the broadcast 0/177/64)
@@ -153,7 +153,7 @@ class Renderer:
         inputs = {
             "audio": windows(frames), "eye": eye, "rotation": ref.rotation[rows],
             "offset": ref.offset[rows], "focal": ref.focal[rows],
-            "expression": ref.expression[rows],
+            "expression": ref.expression[rows], "reference_mouth": ref.mouth[rows],
         }
         with autocast(self.device):
             rendered = self.forward(**inputs, reference=reference)["rgb"]

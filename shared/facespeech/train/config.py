@@ -25,6 +25,7 @@ class TrainConfig(BaseModel):
     # Expression-code components in the motion code besides mouth opening: the first few
     # principal components are the jaw and lips; the later ones are small and barely audible.
     motion_codes: int = Field(6, ge=0, le=64)
+    mask_reference_mouth: bool = False  # see ModelConfig.mask_reference_mouth
     plane_channels: int = Field(16, ge=2, le=128)
     plane_resolution: int = Field(64, ge=8, le=1024)
     hidden: int = Field(64, ge=8, le=512)
@@ -84,6 +85,7 @@ class TrainConfig(BaseModel):
         return ModelConfig(
             expression_dim=expression_dim if self.use_expression else 0,
             motion_dim=1 + min(self.motion_codes, expression_dim) if self.use_motion else 0,
+            mask_reference_mouth=self.mask_reference_mouth,
             image_size=self.image_size, render_size=self.render_size, audio_dim=self.audio_dim,
             plane_channels=self.plane_channels, plane_resolution=self.plane_resolution,
             hidden=self.hidden, feature_dim=self.feature_dim,
@@ -100,7 +102,7 @@ class TrainConfig(BaseModel):
 
 SHAPE_FIELDS = (
     "image_size", "render_size", "audio_dim", "use_expression", "use_motion", "motion_codes",
-    "plane_channels",
+    "mask_reference_mouth", "plane_channels",
     "plane_resolution", "hidden", "feature_dim", "samples_per_ray", "upsampler_channels",
 )
 

@@ -116,14 +116,6 @@ def mouth_boxes(track: PersonTrack, crop_size: int) -> torch.Tensor:
     return torch.tensor(boxes, dtype=torch.float32)
 
 
-def box_masks(boxes: torch.Tensor, size: int) -> torch.Tensor:
-    """(B, 4) boxes in [0, 1] -> (B, 1, size, size) 0/1 masks."""
-    grid = (torch.arange(size, device=boxes.device, dtype=torch.float32) + 0.5) / size
-    inside_x = (grid >= boxes[:, 0:1]) & (grid <= boxes[:, 2:3])  # (B, size)
-    inside_y = (grid >= boxes[:, 1:2]) & (grid <= boxes[:, 3:4])
-    return (inside_y[:, :, None] & inside_x[:, None, :]).unsqueeze(1).float()
-
-
 def load_images(root: Path, person: str, frames: list[int], size: int) -> torch.Tensor:
     """Crops of the given frames, resized to size: uint8 (N, 3, size, size)."""
     out = torch.empty(len(frames), 3, size, size, dtype=torch.uint8)
@@ -288,6 +280,7 @@ def model_inputs(
         "offset": c.offset[rows],
         "focal": c.focal[rows],
         "reference": clip.images[reference_rows].float() / 255.0,
+        "reference_mouth": clip.mouth[reference_rows],
         "expression": c.expression[rows],
     }
     return {name: value.to(device, non_blocking=True) for name, value in inputs.items()}

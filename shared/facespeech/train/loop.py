@@ -21,13 +21,13 @@ from facespeech.dataset import load_features, read_info, read_tracks
 from facespeech.errors import InputError
 from facespeech.hooks import Progress, ProgressFn, StopFn, Stopped, never_stop, no_progress
 from facespeech.model import ModelConfig, TalkingHead
+from facespeech.model.camera import box_masks
 from facespeech.quality.metrics import compute_metrics, ssim_map
 from facespeech.train import checkpoints, distributed
 from facespeech.train.config import SHAPE_FIELDS, TrainConfig
 from facespeech.train.data import (
     ClipTensors,
     PoseNormaliser,
-    box_masks,
     expression_dim_of,
     load_clip,
     model_inputs,
