@@ -1,8 +1,8 @@
 """Every k8s overlay renders with `kubectl kustomize` and every manifest validates.
 
 Built-in kinds are checked against the Kubernetes JSON schemas (kubernetes-validate, strict:
-unknown fields fail); custom resources (KEDA ScaledObject) have no schema there, so the fields
-their controller needs are checked here.
+unknown fields fail); custom resources (KEDA ScaledObject, Kubeflow TrainJob) have no schema
+there, so the fields their controller needs are checked here.
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-OVERLAYS = ["dev", "gpu-cluster"]
+OVERLAYS = ["dev", "gpu-cluster", "kubeflow-trainer"]
+CUSTOM_GROUPS = ("keda.sh/", "trainer.kubeflow.org/")  # CRDs: no schema in the validator
 QUEUES = {"preprocess", "train", "render"}
 GPU_WORKERS = {"train-worker", "render-worker"}
+GPU_OVERLAYS = {"gpu-cluster", "kubeflow-trainer"}
 KUBERNETES_VERSION = "1.30.0"
 
 
@@ -45,7 +47,7 @@ def test_builtin_manifests_validate(overlay: tuple[str, list[dict[str, Any]]]) -
     kubernetes_validate = pytest.importorskip("kubernetes_validate")
     _, docs = overlay
     for doc in docs:
-        if doc["apiVersion"].startswith("keda.sh/"):
+        if doc["apiVersion"].startswith(CUSTOM_GROUPS):
             continue
         kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
 
@@ -89,7 +91,7 @@ def test_workers_and_their_gpus(overlay: tuple[str, list[dict[str, Any]]]) -> No
         assert {"name": "metrics", "containerPort": 9101} in container["ports"]
         assert spec["terminationGracePeriodSeconds"] >= 1800, "a running task must finish"
         gpus = container["resources"].get("limits", {}).get("nvidia.com/gpu")
-        if name == "gpu-cluster" and worker in GPU_WORKERS:
+        if name in GPU_OVERLAYS and worker in GPU_WORKERS:
             assert gpus == 1
             assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
             assert any(t["key"] == "nvidia.com/gpu" for t in spec["tolerations"])
@@ -140,3 +142,28 @@ def test_multi_gpu_training_is_an_indexed_torchrun_job() -> None:
     assert f"--nproc-per-node={gpus}" in command
     claim = next(v for v in pod["volumes"] if v["name"] == "data")["persistentVolumeClaim"]
     assert claim["claimName"] in by_kind(docs, "PersistentVolumeClaim")
+
+
+def test_kubeflow_trainjob_replaces_the_indexed_job() -> None:
+    """The fields Kubeflow Trainer's webhook and torch plugin need, and a volume that exists."""
+    docs = render("kubeflow-trainer")
+    assert "train-ddp" not in by_kind(docs, "Job") and "train-ddp" not in by_kind(docs, "Service")
+    job = by_kind(docs, "TrainJob")["facespeech-train"]
+    assert job["apiVersion"] == "trainer.kubeflow.org/v1alpha1"
+    spec = job["spec"]
+    trainer = spec["trainer"]
+    assert spec["runtimeRef"]["name"] == "torch-distributed"
+    assert isinstance(trainer["numNodes"], int) and trainer["numNodes"] >= 1
+    gpus = trainer["resourcesPerNode"]["limits"]["nvidia.com/gpu"]
+    assert trainer["numProcPerNode"] == gpus
+    command = trainer["command"]
+    # the runtime sets nodes, ranks and the rendezvous: none of it is repeated here
+    assert command[:2] == ["torchrun", "--no-python"]
+    assert not [arg for arg in command if arg.startswith(("--nnodes", "--node-rank", "--master"))]
+    override = spec["podTemplateOverrides"][0]
+    assert override["targetJobs"] == [{"name": "node"}]
+    mounts = {m["name"] for m in override["spec"]["containers"][0]["volumeMounts"]}
+    volumes = {v["name"]: v for v in override["spec"]["volumes"]}
+    assert mounts <= set(volumes)
+    claim = volumes["data"]["persistentVolumeClaim"]["claimName"]
+    assert claim in by_kind(docs, "PersistentVolumeClaim")
