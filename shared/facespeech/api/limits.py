@@ -1,14 +1,19 @@
 """Per-tenant limits: request rate, active jobs, stored bytes. Each answers 429 + Retry-After.
 
-The request rate is a token bucket per tenant in this API process: with N API replicas a
-tenant gets up to N times the rate, which bounds abuse without a shared store on the hot path.
+The request rate is a token bucket per tenant. With a Redis broker (the full stack) the
+buckets live in Redis, updated by one Lua script per request, so N API replicas share one
+limit; embedded, or while Redis does not answer, each process keeps its own (a tenant then
+gets up to N times the rate: the API stays up, and the bound holds per process).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
+from functools import lru_cache
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -36,13 +41,64 @@ class TokenBuckets:
             return (1 - tokens) / rate_per_s
 
 
-_buckets = TokenBuckets()
+# KEYS[1] = bucket; ARGV = rate/s, burst. Redis's own clock, so replicas agree on "now".
+_TAKE_SCRIPT = """
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1e6
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens, at = tonumber(state[1]) or burst, tonumber(state[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 1)
+return tostring(wait)
+"""
+log = logging.getLogger(__name__)
+
+
+class RedisTokenBuckets:
+    """The same buckets in Redis, shared by every API process that points at it."""
+
+    def __init__(self, url: str, prefix: str = "facespeech:rate:") -> None:
+        import redis
+
+        self._client = redis.Redis.from_url(url, socket_timeout=0.2, socket_connect_timeout=0.2)
+        self._take: Any = self._client.register_script(_TAKE_SCRIPT)
+        self._prefix = prefix
+
+    def take(self, tenant_id: str, rate_per_s: float, burst: int) -> float:
+        return float(self._take(keys=[self._prefix + tenant_id], args=[rate_per_s, burst]))
+
+
+_local_buckets = TokenBuckets()
+
+
+@lru_cache(maxsize=4)
+def _shared_buckets(broker_url: str) -> RedisTokenBuckets | None:
+    if not broker_url.startswith(("redis://", "rediss://")):
+        return None
+    return RedisTokenBuckets(broker_url)
+
+
+def wait_for_token(tenant_id: str, settings: Settings) -> float:
+    """Seconds until this tenant may make a request (0: now), from the shared buckets where
+    there are some and they answer, else this process's."""
+    rate, burst = settings.tenant_rate_per_s, settings.tenant_rate_burst
+    shared = _shared_buckets(settings.broker_url)
+    if shared is not None:
+        try:
+            return shared.take(tenant_id, rate, burst)
+        except Exception as error:  # noqa: BLE001 - redis errors: fall back, never fail a request
+            log.warning("shared rate limit unavailable (%s); using this process's", error)
+    return _local_buckets.take(tenant_id, rate, burst)
 
 
 def check_rate(tenant: Tenant, settings: Settings) -> None:
     if settings.tenant_rate_per_s <= 0:
         return
-    wait = _buckets.take(tenant.id, settings.tenant_rate_per_s, settings.tenant_rate_burst)
+    wait = wait_for_token(tenant.id, settings)
     if wait > 0:
         raise Problem(
             429,
