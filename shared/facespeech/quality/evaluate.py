@@ -273,6 +273,9 @@ def save_grid(frames: HeldOut, clip: ClipTensors, path: Path, tile: int = 192) -
     sheet.save(path, optimize=True)
 
 
+MAX_VOICE_SECONDS = 600.0
+
+
 def other_audio_sync(
     checkpoint: Path, dataset_dir: Path, audio_files: list[Path], device: str = "auto",
 ) -> dict[str, dict[str, float]]:
@@ -291,7 +294,9 @@ def other_audio_sync(
     n = len(clip.held_out_rows)
     out: dict[str, dict[str, float]] = {}
     for path in audio_files:
-        wave = load_audio(path, SAMPLE_RATE, max_seconds=n / data["fps"])
+        # the voice's first n frames' worth: as long as the held-out tail it is set over
+        wave = load_audio(path, SAMPLE_RATE, max_seconds=MAX_VOICE_SECONDS)
+        wave = wave[: round(n / data["fps"] * SAMPLE_RATE)]
         windows = audio_windows(log_mel(normalise_loudness(wave)),
                                 min(n, int(len(wave) / SAMPLE_RATE * data["fps"])),
                                 data["audio_mean"], data["audio_std"])
