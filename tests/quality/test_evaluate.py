@@ -73,3 +73,24 @@ def test_sync_scores_measure_distance_correlation_and_offset() -> None:
     assert scores["mouth_open_corr"] < 0.9
     assert harness.sync_scores(real, real, gaps)["mouth_open_corr"] == pytest.approx(1.0)
     assert harness.sync_scores(real, [None] * len(real), gaps) == {"tracked_fraction": 0.0}
+
+
+def test_other_voices_longer_than_the_tail_are_cut_to_it(trained: tuple[Path, Path],
+                                                         tmp_path: Path) -> None:
+    import soundfile
+
+    from facespeech.dataset import SAMPLE_RATE
+    from facespeech.train.synthetic import synthetic_voice
+
+    checkpoint, dataset = trained
+    voice = tmp_path / "long_voice.wav"
+    soundfile.write(voice, synthetic_voice(30.0, seed=5), SAMPLE_RATE)  # far past the tail
+    result = harness.other_audio_sync(checkpoint, dataset, [voice], "cpu")
+    held_out = len(harness.load_eval_clip(dataset, *_state_and_config(checkpoint)).held_out_rows)
+    assert result["long_voice"]["frames"] == held_out
+    assert set(result["long_voice"]) == {"frames", "energy_corr", "lag_frames", "mouth_open_std"}
+
+
+def _state_and_config(checkpoint: Path) -> tuple[dict, object]:
+    model, state = harness.load_model(checkpoint, torch.device("cpu"))
+    return state, model.config
