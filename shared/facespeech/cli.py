@@ -281,6 +281,11 @@ def evaluate(
             values = [result["sync"][m].get(metric, float("nan")) for m in lib.METHODS]
             table.add_row("paste_back", metric, *(f"{v:.3f}" for v in values))
     console.print(table)
+    if "sync_tracked_motion" in result:
+        forced = result["sync_tracked_motion"]
+        console.print(f"driven by the tracked motion codes instead of the audio: LMD "
+                      f"{forced['lmd']:.3f}, mouth-opening correlation "
+                      f"{forced['mouth_open_corr']:.3f}")
     console.print(f"written: {out / 'eval.json'}, {out / 'grid.png'}")
 
 

@@ -13,7 +13,9 @@ Methods scored the same way on the same frames: ``ours``; ``static``, the last t
 ``retrieval``, the training frame whose audio window is nearest to the held-out frame's.
 Lip sync: mouth landmarks from one MediaPipe FaceMesh on real and generated sequences alike
 (LMD in pixels at 512^2), mouth-opening correlation with the real sequence, and the lag
-(frames) at which mouth opening and audio energy correlate best.
+(frames) at which mouth opening and audio energy correlate best. For a motion-driven model,
+``sync_tracked_motion`` scores the renderer driven by the tracked motion codes instead of the
+audio regressor's: how much of the lip-sync gap is the renderer's and how much the audio's.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ def load_eval_clip(dataset_dir: Path, state: dict, config: ModelConfig) -> ClipT
         dataset_dir, track, config.image_size, data["source_image_size"],
         PoseNormaliser(**data["pose_normaliser"]), (data["audio_mean"], data["audio_std"]),
         load_features(dataset_dir, track.person, track.clip), config.camera_distance,
-        config.expression_dim,
+        config.expression_dim, config.motion_dim,
     )
     if not clip.held_out_rows:
         raise InputError(f"dataset {dataset_dir} holds no held-out frames (metadata/split.json)")
@@ -109,10 +111,11 @@ def paste_masks(clip: ClipTensors, rows: torch.Tensor, device: torch.device) -> 
 
 def render_held_out(
     model: TalkingHead, clip: ClipTensors, device: torch.device, batch: int = 8,
-    audio_windows: torch.Tensor | None = None,
+    audio_windows: torch.Tensor | None = None, tracked_motion: bool = False,
 ) -> tuple[HeldOut, dict[str, dict[str, dict[str, float]]]]:
-    """Render every held-out frame (own audio, or `audio_windows` (N, W, M) in their place);
-    -> the frames, and scores[method][protocol][psnr|ssim] averaged over frames."""
+    """Render every held-out frame (own audio, or `audio_windows` (N, W, M) in their place;
+    driven by the tracked motion codes if `tracked_motion`) -> the frames, and
+    scores[method][protocol][psnr|ssim] averaged over frames."""
     rows = clip.held_out_rows if audio_windows is None else clip.held_out_rows[
         : len(audio_windows)]
     static = clip.train_rows[-1]
@@ -129,6 +132,8 @@ def render_held_out(
             index = torch.arange(start, start + len(chunk))
             inputs["audio"] = neighbour_windows(audio_windows, index,
                                                 model.config.audio_neighbours).to(device)
+        if tracked_motion:
+            inputs["motion"] = clip.motion[chunk].to(device)
         with torch.inference_mode(), autocast(device):
             ours = model(**inputs)["rgb"].float().clamp(0, 1)
         # scored as the 8-bit frames a video would carry
@@ -250,6 +255,10 @@ def evaluate(
         result["real_av_offset_frames"], result["real_av_corr"] = float(lag), correlation
         result["sync"] = {method: sync_scores(real, track_landmarks(frames.pasted[method]),
                                               energy) for method in METHODS}
+        if model.config.motion_dim:
+            forced, _ = render_held_out(model, clip, torch_device, tracked_motion=True)
+            result["sync_tracked_motion"] = sync_scores(
+                real, track_landmarks(forced.pasted["ours"]), energy)
     if grid is not None:
         save_grid(frames, clip, grid)
     return result
