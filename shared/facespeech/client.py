@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,11 +48,17 @@ class Client:
         body = {"dataset_id": dataset_id, "preset": preset, "overrides": overrides or {}}
         return self._checked(self.http.post("/v1/training-runs", json=body))  # type: ignore[no-any-return]
 
-    def start_render(self, model_id: str, audio: Path) -> dict[str, Any]:
+    def start_render(
+        self, model_id: str, audio: Path, options: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """options: size, fps, background, motion, blink_rate (see RenderOptions)."""
+        data = {"model_id": model_id}
+        if options:
+            data["options"] = json.dumps(options)
         with audio.open("rb") as handle:
             files = {"audio": (audio.name, handle, "application/octet-stream")}
             return self._checked(  # type: ignore[no-any-return]
-                self.http.post("/v1/renders", files=files, data={"model_id": model_id})
+                self.http.post("/v1/renders", files=files, data=data)
             )
 
     def job(self, job_id: str) -> dict[str, Any]:

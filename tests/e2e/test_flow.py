@@ -53,6 +53,16 @@ def test_generated_sample_end_to_end(embedded_stack: Stack, tmp_path: Path) -> N
     speech = make_speech(tmp_path / "speech.wav", seconds=3.0, seed=3)
     _render(client, model, speech, tmp_path / "out.mp4")
 
+    transparent = client.wait(client.start_render(model["id"], speech,
+                                                  {"background": "transparent"})["id"], 900)
+    assert transparent["status"] == "succeeded", transparent["error"]
+    webm = client.download(transparent["result_url"], tmp_path / "out.webm")
+    with av.open(str(webm)) as container:
+        assert container.format.name.startswith("matroska,webm")
+        video = container.streams.video[0]
+        assert video.codec_context.name == "vp9" and video.metadata.get("alpha_mode") == "1"
+        assert container.streams.audio[0].codec_context.name == "opus"
+
 
 def test_real_clip_end_to_end(embedded_stack: Stack, tmp_path: Path) -> None:
     client = Client(embedded_stack.base_url, embedded_stack.api_key)
