@@ -54,7 +54,8 @@ def test_generated_sample_end_to_end(embedded_stack: Stack, tmp_path: Path) -> N
     _render(client, model, speech, tmp_path / "out.mp4")
 
     transparent = client.wait(client.start_render(model["id"], speech,
-                                                  {"background": "transparent"})["id"], 900)
+                                                  {"background": "transparent"})["id"],
+                              timeout=900)
     assert transparent["status"] == "succeeded", transparent["error"]
     webm = client.download(transparent["result_url"], tmp_path / "out.webm")
     with av.open(str(webm)) as container:
