@@ -3,8 +3,10 @@ this on every archive upload, before a worker sees it)."""
 
 from __future__ import annotations
 
+import lzma
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,6 +17,9 @@ from facespeech.errors import InputError
 from facespeech.preprocess.config import PreprocessConfig
 
 ReadMember = Callable[[str], IO[bytes]]
+# what a broken or truncated (compressed) tar raises besides TarError; gzip's and bz2's own
+# errors are OSErrors
+_DAMAGED = (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError)
 
 
 @dataclass
@@ -54,7 +59,7 @@ def _tar_members(archive: Path, tarred: tarfile.TarFile,
             total += info.size
             if len(infos) > config.archive_max_members or total > largest:
                 break  # check_members names the limit
-    except (tarfile.TarError, OSError, EOFError) as error:
+    except _DAMAGED as error:
         raise InputError(f"{archive.name}: the tar archive is damaged ({error})") from error
     return infos
 
@@ -76,7 +81,7 @@ def open_archive(
         return
     try:
         tarred = tarfile.open(archive, mode="r:*")
-    except (tarfile.TarError, OSError) as error:
+    except _DAMAGED as error:
         raise InputError(f"{archive.name}: not a zip or tar archive ({error})") from error
     with tarred:
         infos = _tar_members(archive, tarred, config)
