@@ -230,11 +230,10 @@ def render(
         )
     except ValidationError as error:
         raise typer.BadParameter(str(error)) from error
-    suffix = ".webm" if config.background == "transparent" else ".mp4"
-    out = out or Path(f"out{suffix}")
-    if out.suffix.lower() != suffix:
-        raise typer.BadParameter(f"background {config.background} writes {suffix}; "
-                                 f"name the output {out.with_suffix(suffix).name}")
+    out = out or Path(f"out{config.suffix}")
+    if out.suffix.lower() != config.suffix:
+        raise typer.BadParameter(f"background {config.background} writes {config.suffix}; "
+                                 f"name the output {out.with_suffix(config.suffix).name}")
     with progress_bar("render") as (hook, _):
         result = lib.run(model, dataset, audio, out, config, on_progress=hook)
     console.print(

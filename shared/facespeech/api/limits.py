@@ -73,6 +73,10 @@ class RedisTokenBuckets:
 
 
 _local_buckets = TokenBuckets()
+# After Redis fails, requests use the local buckets for this long instead of each waiting
+# out Redis's timeout again.
+SHARED_RETRY_AFTER_S = 5.0
+_shared_down_until = 0.0
 
 
 @lru_cache(maxsize=4)
@@ -85,13 +89,16 @@ def _shared_buckets(broker_url: str) -> RedisTokenBuckets | None:
 def wait_for_token(tenant_id: str, settings: Settings) -> float:
     """Seconds until this tenant may make a request (0: now), from the shared buckets where
     there are some and they answer, else this process's."""
+    global _shared_down_until
     rate, burst = settings.tenant_rate_per_s, settings.tenant_rate_burst
     shared = _shared_buckets(settings.broker_url)
-    if shared is not None:
+    if shared is not None and time.monotonic() >= _shared_down_until:
         try:
             return shared.take(tenant_id, rate, burst)
         except Exception as error:  # noqa: BLE001 - redis errors: fall back, never fail a request
-            log.warning("shared rate limit unavailable (%s); using this process's", error)
+            _shared_down_until = time.monotonic() + SHARED_RETRY_AFTER_S
+            log.warning("shared rate limit unavailable (%s); this process's for %g s",
+                        error, SHARED_RETRY_AFTER_S)
     return _local_buckets.take(tenant_id, rate, burst)
 
 

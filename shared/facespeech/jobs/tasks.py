@@ -354,8 +354,7 @@ def render_task(self: Task, job_id: str) -> None:
         renderer = _warm_renderer(store, model, config)
         audio = scratch / Path(job.params["audio_key"]).name
         store.get_file(job.params["audio_key"], audio)
-        transparent = config.background == "transparent"
-        out = scratch / ("render.webm" if transparent else "render.mp4")
+        out = scratch / f"render{config.suffix}"
         result = renderer.render(
             audio,
             out,
@@ -363,8 +362,8 @@ def render_task(self: Task, job_id: str) -> None:
             on_progress=state.ProgressReporter(job.id),
             should_stop=_cancel_checker(job.id),
         )
-        key = object_keys.render_video(job.tenant_id, job.id, out.suffix)
-        stored = store.put_file(key, out, "video/webm" if transparent else "video/mp4")
+        key = object_keys.render_video(job.tenant_id, job.id, config.suffix)
+        stored = store.put_file(key, out, config.content_type)
         _record_artifact(job, "video", stored)
         metrics = {
             "frames": result.frames,

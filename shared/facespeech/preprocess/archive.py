@@ -14,7 +14,7 @@ from PIL import Image
 from facespeech import dataset
 from facespeech.errors import InputError
 from facespeech.media import load_audio
-from facespeech.preprocess.archive_check import Member, ReadMember, check_members, open_archive
+from facespeech.preprocess.archive_check import Member, ReadMember, open_archive
 from facespeech.preprocess.config import PreprocessConfig, PreprocessReport
 from facespeech.preprocess.crop import face_mask
 from facespeech.preprocess.masks import semantic_mask
@@ -38,7 +38,6 @@ def import_archive(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     with open_archive(archive, config) as (members, read_member):
-        check_members(archive, members, config)
         warnings += _extract(members, read_member, staging, config)
     root = _layout_root(archive, staging)
     for entry in root.iterdir():

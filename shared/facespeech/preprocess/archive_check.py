@@ -38,8 +38,8 @@ def inspect_archive(
     Cheap enough for an API request: a zip's directory is at its end, and a tar is read only
     until its declared sizes pass the limit, so a compressed bomb is not unpacked to find out.
     """
-    with open_archive(archive, config) as (members, _):
-        check_members(archive, members, config)
+    with open_archive(archive, config):
+        pass
 
 
 def _tar_members(archive: Path, tarred: tarfile.TarFile,
@@ -68,7 +68,8 @@ def _tar_members(archive: Path, tarred: tarfile.TarFile,
 def open_archive(
     archive: Path, config: PreprocessConfig
 ) -> Iterator[tuple[list[Member], ReadMember]]:
-    """(members, read_member(name) -> binary file) for a zip or a (compressed) tar."""
+    """(members, read_member(name) -> binary file) for a zip or a (compressed) tar whose
+    member list passed check_members."""
     if zipfile.is_zipfile(archive):
         try:
             zipped = zipfile.ZipFile(archive)
@@ -77,6 +78,7 @@ def open_archive(
         with zipped:
             _check_zip_links(archive, zipped)
             members = [Member(i.filename, i.file_size, i.is_dir()) for i in zipped.infolist()]
+            check_members(archive, members, config)
             yield members, zipped.open
         return
     try:
@@ -86,6 +88,7 @@ def open_archive(
     with tarred:
         infos = _tar_members(archive, tarred, config)
         members = [Member(i.name, i.size, i.isdir()) for i in infos]
+        check_members(archive, members, config)
 
         def read_member(name: str) -> IO[bytes]:
             handle = tarred.extractfile(name)

@@ -51,6 +51,7 @@ MOUTH_LANDMARKS = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 
                    311, 312, 13, 82, 81, 80, 191]
 UPPER_INNER_LIP, LOWER_INNER_LIP, FOREHEAD, CHIN = 13, 14, 10, 152
 MAX_LAG = 5  # frames (200 ms at 25 fps) searched for the audio-video offset
+MAX_VOICE_SECONDS = 600.0  # longest voice other_audio_sync decodes (it keeps the first part)
 
 
 @dataclass
@@ -280,9 +281,6 @@ def save_grid(frames: HeldOut, clip: ClipTensors, path: Path, tile: int = 192) -
             sheet.paste(image.resize((tile, tile), Image.Resampling.LANCZOS), (c * tile, r * tile))
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path, optimize=True)
-
-
-MAX_VOICE_SECONDS = 600.0
 
 
 def other_audio_sync(

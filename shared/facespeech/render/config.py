@@ -25,6 +25,19 @@ class RenderConfig(BaseModel):
     # blinks per minute drawn on a regular, jittered schedule; None: the reference's own blinks
     blink_rate: float | None = Field(None, ge=0, le=60)
 
+    @property
+    def transparent(self) -> bool:
+        return self.background == "transparent"
+
+    @property
+    def suffix(self) -> str:
+        """The output file's suffix: a transparent render is a WebM with alpha, else mp4."""
+        return ".webm" if self.transparent else ".mp4"
+
+    @property
+    def content_type(self) -> str:
+        return "video/webm" if self.transparent else "video/mp4"
+
     # --- how it runs ---
     batch_size: int = Field(0, ge=0, le=512)  # frames per forward pass; 0: 48 on CUDA, 8 on CPU
     min_seconds: float = Field(0.5, gt=0)

@@ -105,12 +105,11 @@ class Renderer:
         blink = self._blinks(n_frames, rows, config)
         masks = self._masks(config)
         size = config.size or self.config.image_size
-        transparent = config.background == "transparent"
         render_started = time.perf_counter()
         try:
             with VideoWriter(out, config.fps, size, size, audio=wave, sample_rate=SAMPLE_RATE,
                              crf=config.crf, prefer_gpu_encoder=self.device.type == "cuda",
-                             alpha=transparent) as writer, torch.inference_mode():
+                             alpha=config.transparent) as writer, torch.inference_mode():
                 sink = FrameSink(writer)
                 try:
                     for start in range(0, n_frames, batch):
@@ -122,7 +121,7 @@ class Renderer:
                         frames = frames.clamp(max=n_frames - 1)
                         composite = self.composite(frames, rows[frames], blink[frames], windows,
                                                    masks, config)
-                        if transparent:
+                        if config.transparent:
                             sink.put(to_rgba8(composite[:count]))
                         else:
                             sink.put(rgb_to_yuv420p(composite[:count]))
@@ -160,7 +159,7 @@ class Renderer:
         mask = masks[rows].float() / 255.0
         background = self._background(reference, config)
         composite = torch.lerp(background, rendered.float(), mask)
-        if config.background == "transparent":
+        if config.transparent:
             person = torch.maximum(ref.person[rows].float() / 255.0, mask)
             composite = torch.cat([composite, person], dim=1)
         size = config.size or self.config.image_size

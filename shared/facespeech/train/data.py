@@ -211,13 +211,11 @@ def motion_codes(track: PersonTrack, train_rows: list[int], dim: int) -> torch.T
     each standardised over the training rows so every component weighs the same."""
     if not dim:
         return torch.zeros(len(track.expressions), 0)
-    raw = np.array([[e.mouth_open, *e.code] for e in track.expressions], dtype=np.float64)
-    raw = np.nan_to_num(raw)[:, :dim]
+    raw = np.nan_to_num(np.array([[e.mouth_open, *e.code][:dim] for e in track.expressions],
+                                 dtype=np.float64))
     fitted = raw[train_rows] if train_rows else raw
     scaled = (raw - fitted.mean(axis=0)) / np.maximum(fitted.std(axis=0), 1e-6)
-    codes = np.zeros((len(raw), dim), dtype=np.float32)
-    codes[:, : scaled.shape[1]] = scaled
-    return torch.from_numpy(codes)
+    return torch.from_numpy(scaled.astype(np.float32))
 
 
 @dataclass

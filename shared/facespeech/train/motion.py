@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import torch
 
 from facespeech.hooks import Progress, ProgressFn, no_progress
 from facespeech.model import TalkingHead
+from facespeech.quality.metrics import mouth_opening_correlation
 from facespeech.train.config import TrainConfig
 from facespeech.train.data import ClipTensors, neighbour_windows
 
@@ -68,7 +68,8 @@ def fit_motion(
             val_loss, predicted = loss_of(val_rows, augment=False)
         if float(val_loss) < best_loss:
             best_loss, best_state = float(val_loss), _state(modules)
-            best_corr = correlation(predicted[:, 0], targets[val_rows, 0])
+            best_corr = mouth_opening_correlation(predicted[:, 0].float().cpu().numpy(),
+                                                  targets[val_rows, 0].float().cpu().numpy())
         on_progress(Progress("motion", step / config.motion_steps,
                              f"audio->motion step {step}/{config.motion_steps} "
                              f"val {float(val_loss):.3f} best {best_loss:.3f}"))
@@ -97,15 +98,6 @@ def augment_audio(audio: torch.Tensor) -> torch.Tensor:
     band = torch.arange(mels, device=device)[None, :]
     masked = ((band >= start) & (band < start + width)).to(dtype)[:, None, None, :]
     return noisy * (1.0 - masked)
-
-
-def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Pearson correlation of two 1-D tensors; 0 where either is constant."""
-    x = np.asarray(a.detach().float().cpu(), dtype=np.float64)
-    y = np.asarray(b.detach().float().cpu(), dtype=np.float64)
-    if len(x) < 2 or x.std() < 1e-9 or y.std() < 1e-9:
-        return 0.0
-    return float(np.corrcoef(x, y)[0, 1])
 
 
 def _split(clip: ClipTensors) -> tuple[list[int], list[int]]:
