@@ -1,6 +1,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+TOOLS := $(VENV)/tools
+PROMETHEUS := $(TOOLS)/usr/bin/prometheus
 
 .PHONY: install demo test bench lint up down clean
 
@@ -12,12 +14,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# Prometheus + promtool for tests/observability: Debian's package unpacked into the venv
+# (no root, nothing installed system-wide). Where apt cannot fetch it those tests skip.
+$(PROMETHEUS):
+	-mkdir -p $(TOOLS) && cd $(TOOLS) && apt-get download -q prometheus >/dev/null 2>&1 \
+		&& dpkg -x prometheus_*.deb . && rm -f prometheus_*.deb
+
+install: $(STAMP) $(PROMETHEUS)
 
 demo: $(STAMP)
 	$(VENV)/bin/facespeech demo $(if $(VIDEO),--video $(VIDEO)) $(if $(AUDIO),--audio $(AUDIO))
 
-test: $(STAMP)
+test: $(STAMP) $(PROMETHEUS)
 	$(PY) -m pytest -q -ra
 
 bench: $(STAMP)

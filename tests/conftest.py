@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,19 @@ def shared_file(relative: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent (the shared data folder sits beside the checkout)")
     return path
+
+
+# `make install` unpacks Debian's prometheus package here (no root needed, nothing installed).
+PROMETHEUS_TOOLS = Path(__file__).resolve().parents[1] / ".venv" / "tools" / "usr" / "bin"
+
+
+def prometheus_tool(name: str) -> str:
+    """The path of `prometheus` or `promtool`: on PATH, or where `make install` put it."""
+    found = shutil.which(name) or shutil.which(name, path=str(PROMETHEUS_TOOLS))
+    if found is None:
+        pytest.skip(f"{name} is not installed (`make install` unpacks Debian's prometheus "
+                    "package into .venv/tools; or apt-get install prometheus)")
+    return found
 
 
 def free_port() -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import free_port
+from tests.conftest import free_port, prometheus_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -90,9 +89,7 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    prometheus = shutil.which("prometheus")
-    if prometheus is None:
-        pytest.skip("the prometheus server is not installed (Debian: apt-get install prometheus)")
+    prometheus = prometheus_tool("prometheus")
     tmp = tmp_path_factory.mktemp("live")
     (tmp / "multiproc").mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FACESPEECH_", "PROMETHEUS_"))}

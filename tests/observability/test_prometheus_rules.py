@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from tests.conftest import prometheus_tool
 
 PROMETHEUS_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 
 
 def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    binary = shutil.which("promtool")
-    if binary is None:
-        pytest.skip("promtool is not installed (Debian: apt-get install prometheus)")
+    binary = prometheus_tool("promtool")
     return subprocess.run([binary, *args], capture_output=True, text=True, timeout=60,
                           cwd=PROMETHEUS_DIR)
 
