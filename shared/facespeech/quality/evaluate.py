@@ -95,7 +95,11 @@ def retrieval_rows(clip: ClipTensors, rows: list[int]) -> torch.Tensor:
         return clip.windows[frames].flatten(1)
 
     train = torch.tensor(clip.train_rows)
-    nearest = torch.cdist(features(rows), features(clip.train_rows)).argmin(dim=1)
+    # Exact distances: the matmul shortcut's rounding can rank a near-twin above the frame
+    # itself (silent frames differ by little).
+    distances = torch.cdist(features(rows), features(clip.train_rows),
+                            compute_mode="donot_use_mm_for_euclid_dist")
+    nearest = distances.argmin(dim=1)
     return train[nearest]
 
 
