@@ -12,7 +12,7 @@ from facespeech.api.problems import install_problem_handlers
 from facespeech.api.routes import datasets, jobs, system
 from facespeech.config import get_settings
 from facespeech.db.migrate import upgrade_head
-from facespeech.observability.metrics import metrics_middleware
+from facespeech.observability.metrics import MetricsMiddleware
 
 
 @asynccontextmanager
@@ -39,7 +39,7 @@ def create_app() -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
         )
-    app.middleware("http")(metrics_middleware)
+    app.add_middleware(MetricsMiddleware)
     for module in (system, datasets, jobs):
         app.include_router(module.router)
     return app

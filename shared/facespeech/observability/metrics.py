@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Awaitable, Callable
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR" in os.environ
 # In multiprocess mode the live objects must not be in the registry /metrics renders:
@@ -38,24 +36,37 @@ IN_FLIGHT = Gauge(
 )
 
 
-def _route_template(request: Request) -> str:
+def _route_template(scope: Scope) -> str:
     # The template, not the path: ids in paths would explode the label cardinality.
-    route = request.scope.get("route")
-    return getattr(route, "path", "unmatched")
+    return getattr(scope.get("route"), "path", "unmatched")
 
 
-async def metrics_middleware(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
-    started = time.perf_counter()
-    IN_FLIGHT.inc()
-    status = 500
-    try:
-        response = await call_next(request)
-        status = response.status_code
-        return response
-    finally:
-        IN_FLIGHT.dec()
-        route = _route_template(request)
-        REQUESTS.labels(request.method, route, str(status)).inc()
-        LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
+class MetricsMiddleware:
+    """Request count, latency and in-flight gauge per route template. A plain ASGI
+    middleware: Starlette's BaseHTTPMiddleware adds a task and a stream per request, which
+    cost a third of a cheap GET's time on two cores."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_note_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        IN_FLIGHT.inc()
+        try:
+            await self.app(scope, receive, send_and_note_status)
+        finally:
+            IN_FLIGHT.dec()
+            route = _route_template(scope)
+            REQUESTS.labels(scope["method"], route, str(status)).inc()
+            LATENCY.labels(scope["method"], route).observe(time.perf_counter() - started)
