@@ -2,9 +2,9 @@
 real API process on PostgreSQL with the local store; reports the server's peak RSS, sampled
 every 50 ms, and checks every stored sha256.
 
-The bodies are random bytes behind a valid gzip header, so the API takes them as dataset
-archives after streaming them to disk and into the store (no media decode) — which is what
-is measured: the streaming path, not preprocessing.
+Each body is a plain tar of one large member in the dataset layout: the API checks its
+member list (no media decode, nothing unpacked) and stores it as a dataset archive, so
+what is measured is the streaming path, not preprocessing.
 
     .venv/bin/python -m bench.load_uploads --count 20 --megabytes 200
 """
@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import json
 import os
+import tarfile
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -25,17 +26,21 @@ import httpx
 from bench.load_common import postgres_server
 
 CHUNK = 1024 * 1024
-GZIP_MAGIC = b"\x1f\x8b"
+TAR_BLOCK = 512
 
 
 def _body(seed: int, megabytes: int) -> tuple[list[bytes], str]:
-    """The chunks of one upload (a 1 MiB random block repeated, seeded per upload)."""
-    block = GZIP_MAGIC + hashlib.sha256(str(seed).encode()).digest() * (CHUNK // 32)
-    block = block[:CHUNK]
+    """The chunks of one upload: a tar header, `megabytes` MiB of a 1 MiB block seeded per
+    upload (one member, images/bench/00001.jpg), and the tar's two closing blocks."""
+    block = hashlib.sha256(str(seed).encode()).digest() * (CHUNK // 32)
+    member = tarfile.TarInfo("images/bench/00001.jpg")
+    member.size = megabytes * CHUNK
+    chunks = [member.tobuf(format=tarfile.GNU_FORMAT), *[block] * megabytes,
+              bytes(2 * TAR_BLOCK)]
     digest = hashlib.sha256()
-    for _ in range(megabytes):
-        digest.update(block)
-    return [block] * megabytes, digest.hexdigest()
+    for chunk in chunks:
+        digest.update(chunk)
+    return chunks, digest.hexdigest()
 
 
 async def _upload(client: httpx.AsyncClient, chunks: list[bytes]) -> dict[str, object]:
@@ -43,7 +48,7 @@ async def _upload(client: httpx.AsyncClient, chunks: list[bytes]) -> dict[str, o
         for chunk in chunks:
             yield chunk
 
-    response = await client.post("/v1/datasets?filename=big.tar.gz", content=stream())
+    response = await client.post("/v1/datasets?filename=big.tar", content=stream())
     response.raise_for_status()
     return dict(response.json())
 
@@ -61,7 +66,7 @@ def main() -> None:
     parser.add_argument("--megabytes", type=int, default=200)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/11")
     args = parser.parse_args()
-    with postgres_server(args.redis, max_upload_bytes=str((args.megabytes + 1) * CHUNK)) as server:
+    with postgres_server(args.redis, max_upload_bytes=str((args.megabytes + 2) * CHUNK)) as server:
         idle = server.rss_mb()
         peak = [idle]
         done = threading.Event()
