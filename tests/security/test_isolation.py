@@ -14,7 +14,9 @@ from tests.security.conftest import write_video
 
 # Routes that are no one's objects: health, metrics, and the signed links of the local store
 # (a link grants one object to whoever holds it; tampering is tested below).
-PUBLIC_ROUTES = {"/healthz", "/readyz", "/metrics", "/v1/files/{token}", "/v1/uploads/{token}"}
+PUBLIC_ROUTES = {
+    "/", "/healthz", "/readyz", "/metrics", "/v1/files/{token}", "/v1/uploads/{token}",
+}
 
 
 def api_routes(routes: list[Any], prefix: str = "") -> list[tuple[str, APIRoute]]:
