@@ -225,3 +225,18 @@ def test_render_of_unknown_or_unready_model(
     )
     assert training.status_code == 409
     assert "training" in training.json()["detail"]
+
+
+def test_datasets_are_listed_newest_first_and_per_tenant(
+    client: TestClient, auth: dict[str, str], other_auth: dict[str, str], small_video: Path
+) -> None:
+    first = _upload(client, auth, small_video).json()
+    second = _upload(client, auth, small_video).json()
+    listed = client.get("/v1/datasets", headers=auth).json()
+    assert listed["count"] == 2
+    assert [d["id"] for d in listed["data"]] == [second["id"], first["id"]]
+    page = client.get("/v1/datasets?limit=1&offset=1", headers=auth).json()
+    assert [d["id"] for d in page["data"]] == [first["id"]] and page["count"] == 2
+    assert client.get("/v1/datasets?status=failed", headers=auth).json()["count"] == 0
+    assert client.get("/v1/datasets", headers=other_auth).json() == {"data": [], "count": 0}
+    assert client.get("/v1/datasets?status=bogus", headers=auth).status_code == 422

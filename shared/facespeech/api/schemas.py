@@ -14,6 +14,8 @@ def _as_utc(moment: datetime) -> datetime:
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+# Databases store 64-bit signed integers; a larger number in a query is a 422, not a 500.
+MAX_DB_INT = 2**63 - 1
 Id = Field(min_length=1, max_length=32, pattern=r"^[0-9a-f]{1,32}$")
 
 
@@ -31,6 +33,11 @@ class DatasetPublic(Public):
     report: dict[str, Any]
     error: str | None
     created_at: UtcDatetime
+
+
+class DatasetsPublic(BaseModel):
+    data: list[DatasetPublic]
+    count: int
 
 
 class TrainingRunCreate(BaseModel):

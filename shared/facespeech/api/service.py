@@ -6,7 +6,7 @@ import logging
 from pathlib import PurePosixPath
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from facespeech import media, object_keys
@@ -184,6 +184,23 @@ def get_dataset(session: Session, tenant: Tenant, dataset_id: str) -> Dataset:
     return dataset
 
 
+def list_datasets(
+    session: Session, tenant: Tenant, status: DatasetStatus | None, limit: int, offset: int
+) -> tuple[list[Dataset], int]:
+    query = select(Dataset).where(Dataset.tenant_id == tenant.id)
+    if status is not None:
+        query = query.where(Dataset.status == status)
+    return _page(session, query, Dataset.created_at, limit, offset)
+
+
+def _page(session: Session, query: Select[Any], newest_first: Any, limit: int, offset: int
+          ) -> tuple[list[Any], int]:
+    """One page of a query's rows, newest first, and how many rows there are in all."""
+    count = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(query.order_by(newest_first.desc()).limit(limit).offset(offset))
+    return list(rows), count
+
+
 # --- jobs ----------------------------------------------------------------------------------
 
 
@@ -349,9 +366,7 @@ def list_jobs(
         query = query.where(Job.kind == kind)
     if status is not None:
         query = query.where(Job.status == status)
-    count = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    rows = session.scalars(query.order_by(Job.created_at.desc()).limit(limit).offset(offset))
-    return list(rows), count
+    return _page(session, query, Job.created_at, limit, offset)
 
 
 def list_events(

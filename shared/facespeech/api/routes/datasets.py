@@ -2,13 +2,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Query, Request
 
 from facespeech.api import service
 from facespeech.api.deps import CurrentTenant, SessionDep, SettingsDep, StoreDep
 from facespeech.api.problems import PROBLEM_RESPONSES
-from facespeech.api.schemas import DatasetPublic, PresignedUploadCreate, PresignedUploadPublic
+from facespeech.api.schemas import (
+    MAX_DB_INT,
+    DatasetPublic,
+    DatasetsPublic,
+    PresignedUploadCreate,
+    PresignedUploadPublic,
+)
 from facespeech.api.uploads import receive_upload, upload_openapi
+from facespeech.db.models import DatasetStatus
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=PROBLEM_RESPONSES)
 IdempotencyKey = Annotated[str | None, Header(max_length=255)]
@@ -76,6 +83,19 @@ def complete_upload(
 ) -> DatasetPublic:
     dataset = service.complete_presigned_upload(session, store, settings, tenant, dataset_id)
     return DatasetPublic.model_validate(dataset)
+
+
+@router.get("", response_model=DatasetsPublic)
+def list_datasets(
+    tenant: CurrentTenant,
+    session: SessionDep,
+    status: DatasetStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=MAX_DB_INT)] = 0,
+) -> DatasetsPublic:
+    """The tenant's datasets, newest first."""
+    datasets, count = service.list_datasets(session, tenant, status, limit, offset)
+    return DatasetsPublic(data=[DatasetPublic.model_validate(d) for d in datasets], count=count)
 
 
 @router.get("/{dataset_id}", response_model=DatasetPublic)

@@ -8,6 +8,7 @@ from facespeech.api import service
 from facespeech.api.deps import CurrentTenant, SessionDep, SettingsDep, StoreDep
 from facespeech.api.problems import PROBLEM_RESPONSES
 from facespeech.api.schemas import (
+    MAX_DB_INT,
     JobEventPublic,
     JobEventsPublic,
     JobPublic,
@@ -19,9 +20,6 @@ from facespeech.api.uploads import receive_upload, upload_openapi
 from facespeech.config import Settings
 from facespeech.db.models import Job, JobKind, JobStatus
 from facespeech.storage import ObjectStore
-
-# Databases store 64-bit signed integers; a larger number in a query is a 422, not a 500.
-MAX_DB_INT = 2**63 - 1
 
 router = APIRouter(prefix="/v1", tags=["jobs"], responses=PROBLEM_RESPONSES)
 IdempotencyKey = Annotated[str | None, Header(max_length=255)]

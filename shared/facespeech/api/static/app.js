@@ -3,7 +3,6 @@
 "use strict";
 
 const KEY_STORE = "facespeech.key";
-const DATASET_STORE = "facespeech.datasets";
 const ACTIVE = new Set(["queued", "running"]);
 const BUSY_DATASET = new Set(["uploaded", "processing"]);
 const POLL_ACTIVE_MS = 2000;
@@ -110,19 +109,6 @@ function megabytes(bytes) {
   return `${(bytes / 1e6).toFixed(1)} MB`;
 }
 
-function knownDatasets() {
-  try {
-    return JSON.parse(localStorage.getItem(DATASET_STORE) || "[]");
-  } catch (_) {
-    return [];
-  }
-}
-
-function rememberDataset(id) {
-  const ids = [id, ...knownDatasets().filter((known) => known !== id)].slice(0, 20);
-  localStorage.setItem(DATASET_STORE, JSON.stringify(ids));
-}
-
 function fillSelect(select, options, emptyLabel) {
   const chosen = select.value;
   select.replaceChildren();
@@ -132,14 +118,7 @@ function fillSelect(select, options, emptyLabel) {
 }
 
 async function refreshDatasets() {
-  const datasets = [];
-  for (const id of knownDatasets()) {
-    try {
-      datasets.push(await api(`/v1/datasets/${encodeURIComponent(id)}`));
-    } catch (error) {
-      if (error.status !== 404) throw error; // another key's dataset, or removed: skip it
-    }
-  }
+  const datasets = (await api("/v1/datasets?limit=20")).data;
   const body = $("datasets").tBodies[0];
   body.replaceChildren();
   for (const dataset of datasets) {
@@ -254,7 +233,6 @@ async function upload(event) {
   if ($("dataset-name").value) form.append("name", $("dataset-name").value);
   try {
     const dataset = await postForm("/v1/datasets", form, $("upload-progress"));
-    rememberDataset(dataset.id);
     notify(`uploaded ${dataset.name || dataset.id}; now pick a preset and train`, true);
     event.target.reset();
     await refreshDatasets();
