@@ -32,6 +32,9 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
             # kombu's default is ./control in the working directory, wherever that is
             "control_folder": str(folder / "control"),
             "store_processed": False,
+            # kombu polls the folder once a second by default: a second of every job's start
+            # (a render of a few seconds of speech waited 1 s in the queue); a listing is cheap.
+            "polling_interval": 0.1,
         }
     # Redis redelivers an unacked task after this long, so it must exceed the longest task.
     return {"visibility_timeout": settings.broker_visibility_timeout_s}
