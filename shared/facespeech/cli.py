@@ -255,21 +255,32 @@ def evaluate(
     ] = None,
     landmarks: Annotated[bool, typer.Option(help="mouth landmarks (MediaPipe) and sync")] = True,
     device: str = "auto",
+    lpips_backbone: Annotated[Path | None, typer.Option(
+        help="torchvision AlexNet weights (alexnet-owt-7be5be79.pth) to add LPIPS")] = None,
+    lpips_linear: Annotated[Path | None, typer.Option(
+        help="the LPIPS heads (lpips package: weights/v0.1/alex.pth)")] = None,
 ) -> None:
     """Score a model on its dataset's held-out frames: paste-back, head and full-render
-    PSNR/SSIM, lip sync, beside the static-frame and audio-retrieval baselines."""
+    PSNR/SSIM (+ LPIPS given local weights), lip sync, beside the static-frame and
+    audio-retrieval baselines."""
     from rich.table import Table
 
     from facespeech.quality import evaluate as lib
 
-    result = lib.evaluate(checkpoint, dataset, device, landmarks, grid=out / "grid.png")
+    if (lpips_backbone is None) != (lpips_linear is None):
+        raise typer.BadParameter("LPIPS needs both --lpips-backbone and --lpips-linear")
+    weights = (lpips_backbone, lpips_linear) if lpips_backbone and lpips_linear else None
+    result = lib.evaluate(checkpoint, dataset, device, landmarks, grid=out / "grid.png",
+                          lpips_weights=weights)
     if audio:
         result["other_audio"] = lib.other_audio_sync(checkpoint, dataset, audio, device)
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(result, indent=2))
     table = Table("protocol", "metric", *lib.METHODS, title=f"{result['frames']} held-out frames")
     for protocol in lib.PROTOCOLS:
-        for metric in ("psnr", "ssim"):
+        for metric in ("psnr", "ssim", "lpips"):
+            if metric not in result["scores"]["ours"][protocol]:
+                continue
             table.add_row(
                 protocol,
                 metric,

@@ -94,3 +94,19 @@ def test_other_voices_longer_than_the_tail_are_cut_to_it(trained: tuple[Path, Pa
 def _state_and_config(checkpoint: Path) -> tuple[dict, object]:
     model, state = harness.load_model(checkpoint, torch.device("cpu"))
     return state, model.config
+
+
+def test_lpips_is_scored_when_weights_are_given(trained: tuple[Path, Path]) -> None:
+    from tests.quality.test_lpips import CHANNELS, _torchvision_alexnet_state
+
+    checkpoint, dataset = trained
+    folder = checkpoint.parent
+    torch.save(_torchvision_alexnet_state(), folder / "alexnet.pth")
+    torch.save({f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate(CHANNELS)},
+               folder / "alex.pth")
+    result = harness.evaluate(checkpoint, dataset, "cpu", landmarks=False,
+                              lpips_weights=(folder / "alexnet.pth", folder / "alex.pth"))
+    for method in harness.METHODS:
+        assert result["scores"][method]["full"]["lpips"] > 0
+        assert result["scores"][method]["paste_back"]["lpips"] >= 0
+        assert "lpips" not in result["scores"][method]["head"]

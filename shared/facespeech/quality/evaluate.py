@@ -30,6 +30,7 @@ from facespeech.dataset import load_features, read_tracks
 from facespeech.errors import InputError
 from facespeech.model import ModelConfig, TalkingHead
 from facespeech.model.camera import box_masks
+from facespeech.quality.lpips import LPIPS
 from facespeech.quality.metrics import mouth_opening_correlation, psnr, ssim
 from facespeech.train import checkpoints
 from facespeech.train.data import (
@@ -117,10 +118,12 @@ def paste_masks(clip: ClipTensors, rows: torch.Tensor, device: torch.device) -> 
 def render_held_out(
     model: TalkingHead, clip: ClipTensors, device: torch.device, batch: int = 8,
     audio_windows: torch.Tensor | None = None, tracked_motion: bool = False,
+    perceptual: LPIPS | None = None,
 ) -> tuple[HeldOut, dict[str, dict[str, dict[str, float]]]]:
     """Render every held-out frame (own audio, or `audio_windows` (N, W, M) in their place;
     driven by the tracked motion codes if `tracked_motion`) -> the frames, and
-    scores[method][protocol][psnr|ssim] averaged over frames."""
+    scores[method][protocol][psnr|ssim(|lpips)] averaged over frames; LPIPS (with
+    `perceptual`) on the whole frame only, for the full and paste-back protocols."""
     rows = clip.held_out_rows if audio_windows is None else clip.held_out_rows[
         : len(audio_windows)]
     static = clip.train_rows[-1]
@@ -159,6 +162,11 @@ def render_held_out(
             }.items():
                 sums[method][protocol]["psnr"] += psnr(pred, real, mask) * len(chunk)
                 sums[method][protocol]["ssim"] += ssim(pred, real, mask) * len(chunk)
+                if perceptual is not None and mask is None:
+                    with torch.inference_mode():
+                        distance = float(perceptual(pred, real).sum())
+                    sums[method][protocol]["lpips"] = (
+                        sums[method][protocol].get("lpips", 0.0) + distance)
         real_all.append(_to_uint8(real))
         ours_full.append(_to_uint8(ours))
     scores = {m: {p: {k: v / len(rows) for k, v in s.items()} for p, s in by.items()}
@@ -244,13 +252,15 @@ def sync_scores(
 
 def evaluate(
     checkpoint: Path, dataset_dir: Path, device: str = "auto", landmarks: bool = True,
-    grid: Path | None = None,
+    grid: Path | None = None, lpips_weights: tuple[Path, Path] | None = None,
 ) -> dict:
-    """The whole held-out evaluation; a JSON-ready dict (see the module docstring)."""
+    """The whole held-out evaluation; a JSON-ready dict (see the module docstring).
+    lpips_weights: local AlexNet and LPIPS-head files (quality.lpips) to add LPIPS."""
     torch_device = pick_device(device)
     model, state = load_model(checkpoint, torch_device)
     clip = load_eval_clip(dataset_dir, state, model.config)
-    frames, scores = render_held_out(model, clip, torch_device)
+    perceptual = LPIPS.load(*lpips_weights).to(torch_device) if lpips_weights else None
+    frames, scores = render_held_out(model, clip, torch_device, perceptual=perceptual)
     result: dict = {"frames": len(frames.rows), "image_size": model.config.image_size,
                     "scores": scores}
     if landmarks:
