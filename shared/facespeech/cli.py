@@ -259,6 +259,8 @@ def evaluate(
         help="torchvision AlexNet weights (alexnet-owt-7be5be79.pth) to add LPIPS")] = None,
     lpips_linear: Annotated[Path | None, typer.Option(
         help="the LPIPS heads (lpips package: weights/v0.1/alex.pth)")] = None,
+    syncnet: Annotated[Path | None, typer.Option(
+        help="syncnet_python's syncnet_v2.model to add LSE-D / LSE-C")] = None,
 ) -> None:
     """Score a model on its dataset's held-out frames: paste-back, head and full-render
     PSNR/SSIM (+ LPIPS given local weights), lip sync, beside the static-frame and
@@ -271,7 +273,7 @@ def evaluate(
         raise typer.BadParameter("LPIPS needs both --lpips-backbone and --lpips-linear")
     weights = (lpips_backbone, lpips_linear) if lpips_backbone and lpips_linear else None
     result = lib.evaluate(checkpoint, dataset, device, landmarks, grid=out / "grid.png",
-                          lpips_weights=weights)
+                          lpips_weights=weights, syncnet_weights=syncnet)
     if audio:
         result["other_audio"] = lib.other_audio_sync(checkpoint, dataset, audio, device)
     out.mkdir(parents=True, exist_ok=True)
@@ -290,7 +292,14 @@ def evaluate(
         if "sync" in result:
             values = [result["sync"][m].get(metric, float("nan")) for m in lib.METHODS]
             table.add_row("paste_back", metric, *(f"{v:.3f}" for v in values))
+    for metric in ("lse_d", "lse_c", "offset_frames") if "syncnet" in result else ():
+        values = [result["syncnet"][m][metric] for m in lib.METHODS]
+        table.add_row("paste_back", f"syncnet {metric}", *(f"{v:.3f}" for v in values))
     console.print(table)
+    if "syncnet" in result:
+        real = result["syncnet"]["real"]
+        console.print(f"SyncNet on the real held-out frames: LSE-D {real['lse_d']:.3f}, "
+                      f"LSE-C {real['lse_c']:.3f}, offset {real['offset_frames']:+.0f}")
     if "sync_tracked_motion" in result:
         forced = result["sync_tracked_motion"]
         console.print(f"driven by the tracked motion codes instead of the audio: LMD "

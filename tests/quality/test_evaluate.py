@@ -110,3 +110,25 @@ def test_lpips_is_scored_when_weights_are_given(trained: tuple[Path, Path]) -> N
         assert result["scores"][method]["full"]["lpips"] > 0
         assert result["scores"][method]["paste_back"]["lpips"] >= 0
         assert "lpips" not in result["scores"][method]["head"]
+
+
+def test_syncnet_scores_every_method_against_the_held_out_audio(tmp_path: Path) -> None:
+    from tests.quality.test_syncnet import EnvelopeNet
+
+    dataset = make_synthetic_dataset(tmp_path / "data", seconds=16.0, size=32)  # 40 held out
+    config = TrainConfig.from_preset("tiny", {
+        "image_size": 32, "render_size": 8, "plane_resolution": 16, "plane_channels": 4,
+        "hidden": 16, "feature_dim": 8, "samples_per_ray": 4, "upsampler_channels": 16,
+        "audio_dim": 8, "batch_size": 2, "device": "cpu", "steps": 1, "tensorboard": False,
+    })
+    checkpoint = run(dataset, tmp_path / "run", config).checkpoint
+    model, state = harness.load_model(checkpoint, harness.pick_device("cpu"))
+    clip = harness.load_eval_clip(dataset, state, model.config)
+    frames, _ = harness.render_held_out(model, clip, torch.device("cpu"))
+    face = np.array([[160.0, 160.0], [352.0, 352.0]])  # landmarks in 512^2 pixels
+    scores = harness.syncnet_scores(EnvelopeNet().eval(), frames, [face] * len(frames.rows),
+                                    clip, dataset, state["data"]["fps"], torch.device("cpu"))
+    assert set(scores) == {"real", *harness.METHODS}
+    for score in scores.values():
+        assert abs(score["offset_frames"]) <= 15
+        assert np.isfinite(score["lse_d"]) and score["lse_c"] >= 0

@@ -32,6 +32,7 @@ from facespeech.model import ModelConfig, TalkingHead
 from facespeech.model.camera import box_masks
 from facespeech.quality.lpips import LPIPS
 from facespeech.quality.metrics import mouth_opening_correlation, psnr, ssim
+from facespeech.quality.syncnet import SyncNet, crop_faces, face_crop_boxes, sync_score
 from facespeech.train import checkpoints
 from facespeech.train.data import (
     ClipTensors,
@@ -250,12 +251,40 @@ def sync_scores(
     }
 
 
+def syncnet_scores(
+    model: SyncNet, frames: HeldOut, real_landmarks: list[np.ndarray | None],
+    clip: ClipTensors, dataset_dir: Path, fps: float, device: torch.device,
+) -> dict[str, dict[str, float]]:
+    """SyncNet offset, LSE-D and LSE-C of the real held-out frames and of every method's
+    pasted-back frames, each against the held-out audio; faces cropped where the real
+    frames' landmarks put them."""
+    from facespeech.dataset import SAMPLE_RATE, audio_path
+    from facespeech.media import load_audio
+
+    numbers = [clip.track.poses[row].frame for row in frames.rows]
+    if numbers != list(range(numbers[0], numbers[0] + len(numbers))):
+        raise InputError("the held-out frames are not one run of frames; SyncNet needs one")
+    wave = load_audio(audio_path(dataset_dir, clip.track.person, clip.track.clip), SAMPLE_RATE)
+    start = round((numbers[0] - 1) / fps * SAMPLE_RATE)
+    audio = wave[start : start + round(len(numbers) / fps * SAMPLE_RATE)]
+    scale = frames.real.shape[-1] / LMD_SIZE
+    boxes = face_crop_boxes([None if lm is None else lm * scale for lm in real_landmarks])
+    out = {}
+    for name, video in {"real": frames.real, **frames.pasted}.items():
+        score = sync_score(model, crop_faces(video, boxes), audio, device=device)
+        out[name] = {"offset_frames": float(score.offset_frames), "lse_d": score.distance,
+                     "lse_c": score.confidence}
+    return out
+
+
 def evaluate(
     checkpoint: Path, dataset_dir: Path, device: str = "auto", landmarks: bool = True,
     grid: Path | None = None, lpips_weights: tuple[Path, Path] | None = None,
+    syncnet_weights: Path | None = None,
 ) -> dict:
     """The whole held-out evaluation; a JSON-ready dict (see the module docstring).
-    lpips_weights: local AlexNet and LPIPS-head files (quality.lpips) to add LPIPS."""
+    lpips_weights: local AlexNet and LPIPS-head files (quality.lpips) to add LPIPS;
+    syncnet_weights: a local syncnet_v2.model (quality.syncnet) to add LSE-D/LSE-C."""
     torch_device = pick_device(device)
     model, state = load_model(checkpoint, torch_device)
     clip = load_eval_clip(dataset_dir, state, model.config)
@@ -270,6 +299,10 @@ def evaluate(
         result["real_av_offset_frames"], result["real_av_corr"] = float(lag), correlation
         result["sync"] = {method: sync_scores(real, track_landmarks(frames.pasted[method]),
                                               energy) for method in METHODS}
+        if syncnet_weights is not None:
+            result["syncnet"] = syncnet_scores(
+                SyncNet.load(syncnet_weights), frames, real, clip, dataset_dir,
+                state["data"]["fps"], torch_device)
         if model.config.motion_dim:
             forced, _ = render_held_out(model, clip, torch_device, tracked_motion=True)
             result["sync_tracked_motion"] = sync_scores(
