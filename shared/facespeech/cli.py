@@ -37,6 +37,8 @@ def serve(
     upgrade_head(get_settings().database_url)
     start_reconciler_thread()
     child = _start_worker_process(("preprocess", "train", "render")) if worker else None
+    console.print(f"facespeech on http://{host}:{port}/ (web page), API reference at /docs"
+                  + (", with a worker for all queues" if worker else ""))
     try:
         uvicorn.run(
             "facespeech.api.app:create_app",
