@@ -3,9 +3,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import StreamingResponse
 
 from facespeech.api import service
 from facespeech.api.deps import CurrentTenant, SessionDep, SettingsDep, StoreDep
+from facespeech.api.event_stream import EVENT_STREAM, job_events, wants_stream
 from facespeech.api.problems import PROBLEM_RESPONSES
 from facespeech.api.schemas import (
     MAX_DB_INT,
@@ -99,15 +101,28 @@ def read_job(
     return _public(service.get_job(session, tenant, job_id), store, settings)
 
 
-@router.get("/jobs/{job_id}/events", response_model=JobEventsPublic)
+@router.get(
+    "/jobs/{job_id}/events",
+    response_model=JobEventsPublic,
+    responses={200: {"content": {EVENT_STREAM: {"schema": {"type": "string"}}}}},
+)
 def read_job_events(
+    request: Request,
     job_id: str,
     tenant: CurrentTenant,
     session: SessionDep,
     after: Annotated[int, Query(ge=0, le=MAX_DB_INT)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-) -> JobEventsPublic:
-    events = service.list_events(session, tenant, job_id, after, limit)
+    last_event_id: Annotated[int | None, Header(ge=0, le=MAX_DB_INT)] = None,
+) -> JobEventsPublic | StreamingResponse:
+    """The job's timeline, oldest first, after event `after`. With `Accept:
+    text/event-stream`, Server-Sent Events instead: each event as it happens, then `end`
+    once the job is final (`Last-Event-ID` resumes a broken stream)."""
+    events = service.list_events(session, tenant, job_id, after, limit)  # 404 for others' jobs
+    if wants_stream(request.headers.get("accept", "")):
+        start = after if last_event_id is None else last_event_id
+        return StreamingResponse(job_events(tenant.id, job_id, start), media_type=EVENT_STREAM,
+                                 headers={"Cache-Control": "no-cache"})
     return JobEventsPublic(
         data=[JobEventPublic.model_validate(e) for e in events], count=len(events)
     )
