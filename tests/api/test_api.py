@@ -226,3 +226,16 @@ def test_datasets_are_listed_newest_first_and_per_tenant(
     assert client.get("/v1/datasets?status=failed", headers=auth).json()["count"] == 0
     assert client.get("/v1/datasets", headers=other_auth).json() == {"data": [], "count": 0}
     assert client.get("/v1/datasets?status=bogus", headers=auth).status_code == 422
+
+
+def test_models_are_listed_per_tenant_and_by_status(
+    client: TestClient, auth: dict[str, str], other_auth: dict[str, str], small_video: Path
+) -> None:
+    dataset = _upload(client, auth, small_video).json()
+    run = client.post("/v1/training-runs", headers=auth,
+                      json={"dataset_id": dataset["id"], "preset": "tiny"}).json()
+    listed = client.get("/v1/models", headers=auth).json()
+    assert listed["count"] == 1 and listed["data"][0]["id"] == run["model_id"]
+    assert listed["data"][0]["status"] == "training"
+    assert client.get("/v1/models?status=ready", headers=auth).json()["count"] == 0
+    assert client.get("/v1/models", headers=other_auth).json() == {"data": [], "count": 0}

@@ -106,6 +106,11 @@ class ModelPublic(Public):
     created_at: UtcDatetime
 
 
+class ModelsPublic(BaseModel):
+    data: list[ModelPublic]
+    count: int
+
+
 class PresignedUploadCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     filename: str = Field(min_length=1, max_length=255)

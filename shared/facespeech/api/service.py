@@ -279,6 +279,15 @@ def get_model(session: Session, tenant: Tenant, model_id: str) -> TrainedModel:
     return model
 
 
+def list_models(
+    session: Session, tenant: Tenant, status: ModelStatus | None, limit: int, offset: int
+) -> tuple[list[TrainedModel], int]:
+    query = select(TrainedModel).where(TrainedModel.tenant_id == tenant.id)
+    if status is not None:
+        query = query.where(TrainedModel.status == status)
+    return _page(session, query, TrainedModel.created_at, limit, offset)
+
+
 def _check_audio(upload: ReceivedUpload, settings: Settings) -> None:
     try:
         info = media.probe(upload.path)

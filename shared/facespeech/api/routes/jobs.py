@@ -16,11 +16,12 @@ from facespeech.api.schemas import (
     JobPublic,
     JobsPublic,
     ModelPublic,
+    ModelsPublic,
     TrainingRunCreate,
 )
 from facespeech.api.uploads import receive_upload, upload_openapi
 from facespeech.config import Settings
-from facespeech.db.models import Job, JobKind, JobStatus
+from facespeech.db.models import Job, JobKind, JobStatus, ModelStatus
 from facespeech.storage import ObjectStore
 
 router = APIRouter(prefix="/v1", tags=["jobs"], responses=PROBLEM_RESPONSES)
@@ -133,6 +134,19 @@ def cancel_job(
     job_id: str, tenant: CurrentTenant, session: SessionDep, store: StoreDep, settings: SettingsDep
 ) -> JobPublic:
     return _public(service.cancel_job(session, tenant, job_id), store, settings)
+
+
+@router.get("/models", response_model=ModelsPublic)
+def list_models(
+    tenant: CurrentTenant,
+    session: SessionDep,
+    status: ModelStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=MAX_DB_INT)] = 0,
+) -> ModelsPublic:
+    """The tenant's models, newest first; `?status=ready` for those that can render."""
+    models, count = service.list_models(session, tenant, status, limit, offset)
+    return ModelsPublic(data=[ModelPublic.model_validate(m) for m in models], count=count)
 
 
 @router.get("/models/{model_id}", response_model=ModelPublic)

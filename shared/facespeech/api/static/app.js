@@ -191,12 +191,6 @@ async function refreshJobs() {
   const body = $("jobs").tBodies[0];
   body.replaceChildren();
   for (const job of jobs) jobRow(body, job);
-  const models = jobs.filter((j) => j.kind === "train" && j.status === "succeeded" && j.model_id);
-  fillSelect(
-    $("render-model"),
-    models.map((j) => [j.model_id, `${j.params.preset || "model"} · ${new Date(j.finished_at).toLocaleString()}`]),
-    "train a model first",
-  );
   const watched = jobs.find((j) => j.id === watchedRender);
   if (watched && !ACTIVE.has(watched.status)) {
     watchedRender = null;
@@ -204,6 +198,17 @@ async function refreshJobs() {
     else notify(`the render ${watched.status}: ${watched.error || "no reason given"}`);
   }
   return jobs.some((j) => ACTIVE.has(j.status));
+}
+
+function modelLabel(model) {
+  const psnr = model.metrics && model.metrics.psnr;
+  const quality = psnr ? ` · ${Number(psnr).toFixed(1)} dB` : "";
+  return `${model.preset} · ${new Date(model.created_at).toLocaleString()}${quality}`;
+}
+
+async function refreshModels() {
+  const models = (await api("/v1/models?status=ready&limit=50")).data;
+  fillSelect($("render-model"), models.map((m) => [m.id, modelLabel(m)]), "train a model first");
 }
 
 async function refresh() {
@@ -214,6 +219,7 @@ async function refresh() {
   try {
     const jobsBusy = await refreshJobs();
     const datasetsBusy = await refreshDatasets();
+    await refreshModels();
     schedule(jobsBusy || datasetsBusy ? POLL_ACTIVE_MS : POLL_IDLE_MS);
   } catch (error) {
     notify(error.status === 401 ? "That API key is unknown or revoked." : error.message);
