@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     tenant_max_storage_bytes: int = Field(50 * 1024**3, ge=0)
     tenant_rate_per_s: float = Field(50.0, ge=0)
     tenant_rate_burst: int = Field(100, ge=1)
+    # Open event streams (GET /v1/jobs/{id}/events as SSE) per tenant and API process; each
+    # polls the database once a second. A stream closes after event_stream_max_s and the
+    # client resumes with Last-Event-ID.
+    tenant_max_event_streams: int = Field(8, ge=0)
+    event_stream_max_s: float = Field(3600.0, gt=0)
     # Browser origins allowed by CORS; empty (the default) sends no CORS headers at all.
     cors_origins: list[str] = Field(default_factory=list)
     # Video uploads outside these bounds are refused with 422 before any job starts.

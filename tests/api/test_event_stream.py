@@ -86,3 +86,60 @@ def test_another_tenant_gets_404_not_a_stream(
     reply = client.get(f"/v1/jobs/{job['id']}/events", headers={**other_auth, **SSE})
     assert reply.status_code == 404
     assert reply.headers["content-type"] == "application/problem+json"
+
+
+def test_open_streams_per_tenant_are_bounded(
+    client: TestClient, auth: dict[str, str], small_video: Path,
+    monkeypatch,  # type: ignore[no-untyped-def]
+) -> None:
+    from tests.conftest import clear_cached_settings
+
+    monkeypatch.setenv("FACESPEECH_TENANT_MAX_EVENT_STREAMS", "1")
+    monkeypatch.setattr(event_stream, "POLL_S", 0.05)
+    clear_cached_settings()
+    job = _queued_run(client, auth, small_video)
+    url = f"/v1/jobs/{job['id']}/events"
+    ended = threading.Event()
+
+    def hold_a_stream() -> None:
+        with client.stream("GET", url, headers={**auth, **SSE}) as reply:
+            for _ in reply.iter_lines():
+                pass
+        ended.set()
+
+    threading.Thread(target=hold_a_stream, daemon=True).start()
+    deadline = time.monotonic() + 10
+    while sum(event_stream._open_streams.values()) < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    second = client.get(url, headers={**auth, **SSE})
+    assert second.status_code == 429 and second.headers["retry-after"] == "5"
+    assert client.get(url, headers=auth).status_code == 200  # the plain list still answers
+    client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth)
+    assert ended.wait(10)
+    with client.stream("GET", url, headers={**auth, **SSE}) as reply:
+        assert reply.status_code == 200
+
+
+def test_a_stream_closes_after_its_longest_time_without_an_end(
+    client: TestClient, auth: dict[str, str], small_video: Path
+) -> None:
+    import asyncio
+
+    from facespeech.api.security import tenant_for_key
+    from facespeech.db.session import session_scope
+
+    job = _queued_run(client, auth, small_video)
+    with session_scope() as session:
+        tenant = tenant_for_key(session, auth["Authorization"].removeprefix("Bearer "))
+        assert tenant is not None
+        tenant_id = tenant.id
+
+    async def collect() -> list[str]:
+        stream = event_stream.job_events(tenant_id, job["id"], 0, max_s=0.3, poll_s=0.05)
+        return [message async for message in stream]
+
+    started = time.monotonic()
+    messages = asyncio.run(collect())
+    assert time.monotonic() - started < 5
+    assert messages and not any(m.startswith("event: end") for m in messages)
+    assert sum(event_stream._open_streams.values()) == 0

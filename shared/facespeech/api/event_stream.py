@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 
 from starlette.concurrency import run_in_threadpool
 
 from facespeech.api import service
+from facespeech.api.problems import Problem
 from facespeech.api.schemas import JobEventPublic
+from facespeech.config import Settings
 from facespeech.db.models import JobStatus, Tenant
 from facespeech.db.session import session_scope
 
@@ -27,8 +30,21 @@ HEARTBEAT_S = 15.0
 BATCH = 200
 
 
+# Streams open in this process, per tenant. Only the event loop's thread touches it.
+_open_streams: Counter[str] = Counter()
+
+
 def wants_stream(accept: str) -> bool:
     return EVENT_STREAM in accept.lower()
+
+
+def check_stream_slot(tenant_id: str, settings: Settings) -> None:
+    """429 when the tenant already holds its limit of open streams in this process."""
+    limit = settings.tenant_max_event_streams
+    if limit and _open_streams[tenant_id] >= limit:
+        raise Problem(429, "Too Many Event Streams",
+                      f"this tenant has {limit} event streams open; close one or poll instead",
+                      retry_after=5)
 
 
 def _new_events(tenant_id: str, job_id: str, after: int) -> tuple[JobStatus, list[JobEventPublic]]:
@@ -46,19 +62,25 @@ def _message(event: JobEventPublic) -> str:
     return f"id: {event.id}\nevent: {event.kind}\ndata: {event.model_dump_json()}\n\n"
 
 
-async def job_events(tenant_id: str, job_id: str, after: int,
-                     poll_s: float = POLL_S) -> AsyncIterator[str]:
-    beat = time.monotonic()
-    while True:
-        status, events = await run_in_threadpool(_new_events, tenant_id, job_id, after)
-        for event in events:
-            after = event.id
-            yield _message(event)
-        if status.is_final and len(events) < BATCH:
-            yield f"event: end\ndata: {json.dumps({'status': status.value})}\n\n"
-            return
-        if time.monotonic() - beat >= HEARTBEAT_S:
-            beat = time.monotonic()
-            yield ": still running\n\n"
-        if len(events) < BATCH:
-            await asyncio.sleep(poll_s)
+async def job_events(tenant_id: str, job_id: str, after: int, max_s: float,
+                     poll_s: float | None = None) -> AsyncIterator[str]:
+    """The stream: events after `after` as they come, `end` once the job is final; after
+    `max_s` it just closes (an SSE client reconnects with Last-Event-ID)."""
+    _open_streams[tenant_id] += 1
+    try:
+        started = beat = time.monotonic()
+        while time.monotonic() - started < max_s:
+            status, events = await run_in_threadpool(_new_events, tenant_id, job_id, after)
+            for event in events:
+                after = event.id
+                yield _message(event)
+            if status.is_final and len(events) < BATCH:
+                yield f"event: end\ndata: {json.dumps({'status': status.value})}\n\n"
+                return
+            if time.monotonic() - beat >= HEARTBEAT_S:
+                beat = time.monotonic()
+                yield ": still running\n\n"
+            if len(events) < BATCH:
+                await asyncio.sleep(POLL_S if poll_s is None else poll_s)
+    finally:
+        _open_streams[tenant_id] -= 1

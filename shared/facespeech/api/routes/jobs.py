@@ -7,7 +7,12 @@ from fastapi.responses import StreamingResponse
 
 from facespeech.api import service
 from facespeech.api.deps import CurrentTenant, SessionDep, SettingsDep, StoreDep
-from facespeech.api.event_stream import EVENT_STREAM, job_events, wants_stream
+from facespeech.api.event_stream import (
+    EVENT_STREAM,
+    check_stream_slot,
+    job_events,
+    wants_stream,
+)
 from facespeech.api.problems import PROBLEM_RESPONSES
 from facespeech.api.schemas import (
     MAX_DB_INT,
@@ -112,6 +117,7 @@ def read_job_events(
     job_id: str,
     tenant: CurrentTenant,
     session: SessionDep,
+    settings: SettingsDep,
     after: Annotated[int, Query(ge=0, le=MAX_DB_INT)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     last_event_id: Annotated[int | None, Header(ge=0, le=MAX_DB_INT)] = None,
@@ -121,8 +127,10 @@ def read_job_events(
     once the job is final (`Last-Event-ID` resumes a broken stream)."""
     events = service.list_events(session, tenant, job_id, after, limit)  # 404 for others' jobs
     if wants_stream(request.headers.get("accept", "")):
+        check_stream_slot(tenant.id, settings)
         start = after if last_event_id is None else last_event_id
-        return StreamingResponse(job_events(tenant.id, job_id, start), media_type=EVENT_STREAM,
+        stream = job_events(tenant.id, job_id, start, settings.event_stream_max_s)
+        return StreamingResponse(stream, media_type=EVENT_STREAM,
                                  headers={"Cache-Control": "no-cache"})
     return JobEventsPublic(
         data=[JobEventPublic.model_validate(e) for e in events], count=len(events)
