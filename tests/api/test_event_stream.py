@@ -42,6 +42,7 @@ def test_a_finished_jobs_stream_replays_and_ends(
     with client.stream("GET", f"/v1/jobs/{job['id']}/events", headers={**auth, **SSE}) as reply:
         assert reply.status_code == 200
         assert reply.headers["content-type"].startswith("text/event-stream")
+        assert reply.headers["x-accel-buffering"] == "no"
         messages = _messages(list(reply.iter_lines()))
     listed = client.get(f"/v1/jobs/{job['id']}/events", headers=auth).json()["data"]
     assert [int(m["id"]) for m in messages[:-1]] == [e["id"] for e in listed]

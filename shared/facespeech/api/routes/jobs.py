@@ -130,8 +130,9 @@ def read_job_events(
         check_stream_slot(tenant.id, settings)
         start = after if last_event_id is None else last_event_id
         stream = job_events(tenant.id, job_id, start, settings.event_stream_max_s)
+        # X-Accel-Buffering: nginx (the k8s ingress) would otherwise hold events back
         return StreamingResponse(stream, media_type=EVENT_STREAM,
-                                 headers={"Cache-Control": "no-cache"})
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     return JobEventsPublic(
         data=[JobEventPublic.model_validate(e) for e in events], count=len(events)
     )
