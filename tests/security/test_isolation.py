@@ -65,6 +65,8 @@ def _call(
 ) -> Any:
     if method == "GET":
         return client.get(path, headers=auth)
+    if method == "DELETE":
+        return client.delete(path, headers=auth)
     if full_path == "/v1/renders":
         return client.post(
             path,
@@ -100,7 +102,7 @@ def test_no_route_leaks_another_tenants_objects(
                     )
                 assert (
                     response.status_code in (404, 422)
-                    if names or method == "POST"
+                    if names or method in ("POST", "DELETE")
                     else (response.status_code == 200)
                 ), (method, path, response.text)
                 # an id echoed from the path is not a leak; any other id of A's is
@@ -116,9 +118,12 @@ def test_no_route_leaks_another_tenants_objects(
                     assert response.status_code == unknown_body.status_code
             checked.add((method, full_path))
     assert ("GET", "/v1/jobs/{job_id}") in checked and len(checked) >= 9
-    # and tenant A's job is untouched by B's cancel
+    assert ("DELETE", "/v1/datasets/{dataset_id}") in checked
+    # and tenant A's objects survive B's deletes, A's job B's cancel
     job = client.get(f"/v1/jobs/{objects['job_id']}", headers=auth).json()
     assert job["status"] == "running"
+    assert client.get(f"/v1/datasets/{objects['dataset_id']}", headers=auth).status_code == 200
+    assert client.get(f"/v1/models/{objects['model_id']}", headers=auth).json()["status"] == "ready"
 
 
 def test_tampered_download_links_are_refused(client: TestClient, auth: dict[str, str]) -> None:

@@ -179,7 +179,7 @@ def complete_presigned_upload(
 
 def get_dataset(session: Session, tenant: Tenant, dataset_id: str) -> Dataset:
     dataset = session.get(Dataset, dataset_id)
-    if dataset is None or dataset.tenant_id != tenant.id:
+    if dataset is None or dataset.tenant_id != tenant.id or dataset.status is DatasetStatus.deleted:
         raise not_found("dataset", dataset_id)
     return dataset
 
@@ -187,7 +187,8 @@ def get_dataset(session: Session, tenant: Tenant, dataset_id: str) -> Dataset:
 def list_datasets(
     session: Session, tenant: Tenant, status: DatasetStatus | None, limit: int, offset: int
 ) -> tuple[list[Dataset], int]:
-    query = select(Dataset).where(Dataset.tenant_id == tenant.id)
+    query = select(Dataset).where(Dataset.tenant_id == tenant.id,
+                                  Dataset.status != DatasetStatus.deleted)
     if status is not None:
         query = query.where(Dataset.status == status)
     return _page(session, query, Dataset.created_at, limit, offset)
@@ -274,7 +275,7 @@ def _validate_train_config(preset: str, overrides: dict[str, Any]) -> None:
 
 def get_model(session: Session, tenant: Tenant, model_id: str) -> TrainedModel:
     model = session.get(TrainedModel, model_id)
-    if model is None or model.tenant_id != tenant.id:
+    if model is None or model.tenant_id != tenant.id or model.status is ModelStatus.deleted:
         raise not_found("model", model_id)
     return model
 
@@ -282,7 +283,8 @@ def get_model(session: Session, tenant: Tenant, model_id: str) -> TrainedModel:
 def list_models(
     session: Session, tenant: Tenant, status: ModelStatus | None, limit: int, offset: int
 ) -> tuple[list[TrainedModel], int]:
-    query = select(TrainedModel).where(TrainedModel.tenant_id == tenant.id)
+    query = select(TrainedModel).where(TrainedModel.tenant_id == tenant.id,
+                                       TrainedModel.status != ModelStatus.deleted)
     if status is not None:
         query = query.where(TrainedModel.status == status)
     return _page(session, query, TrainedModel.created_at, limit, offset)

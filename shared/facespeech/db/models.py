@@ -62,12 +62,14 @@ class DatasetStatus(enum.StrEnum):
     processing = "processing"
     ready = "ready"
     failed = "failed"
+    deleted = "deleted"  # objects erased, row kept for the history (api.deletion)
 
 
 class ModelStatus(enum.StrEnum):
     training = "training"
     ready = "ready"
     failed = "failed"
+    deleted = "deleted"
 
 
 class Tenant(Base):

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request, Response
 
-from facespeech.api import service
+from facespeech.api import deletion, service
 from facespeech.api.deps import CurrentTenant, SessionDep, SettingsDep, StoreDep
 from facespeech.api.problems import PROBLEM_RESPONSES
 from facespeech.api.schemas import (
@@ -96,6 +96,17 @@ def list_datasets(
     """The tenant's datasets, newest first."""
     datasets, count = service.list_datasets(session, tenant, status, limit, offset)
     return DatasetsPublic(data=[DatasetPublic.model_validate(d) for d in datasets], count=count)
+
+
+@router.delete("/{dataset_id}", status_code=204)
+def delete_dataset(
+    dataset_id: str, tenant: CurrentTenant, session: SessionDep, store: StoreDep
+) -> Response:
+    """Erase the upload and everything learnt from it: its preprocessed form, the models
+    trained on it, their checkpoints and the videos rendered with them (409 while a job on it
+    is queued or running)."""
+    deletion.delete_dataset(session, store, tenant, dataset_id)
+    return Response(status_code=204)
 
 
 @router.get("/{dataset_id}", response_model=DatasetPublic)

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from facespeech.api import service
+from facespeech.api import deletion, service
 from facespeech.api.deps import CurrentTenant, SessionDep, SettingsDep, StoreDep
 from facespeech.api.event_stream import (
     EVENT_STREAM,
@@ -156,6 +156,16 @@ def list_models(
     """The tenant's models, newest first; `?status=ready` for those that can render."""
     models, count = service.list_models(session, tenant, status, limit, offset)
     return ModelsPublic(data=[ModelPublic.model_validate(m) for m in models], count=count)
+
+
+@router.delete("/models/{model_id}", status_code=204)
+def delete_model(
+    model_id: str, tenant: CurrentTenant, session: SessionDep, store: StoreDep
+) -> Response:
+    """Erase a model's weights and training checkpoints; videos rendered with it stay (409
+    while it trains or renders)."""
+    deletion.delete_model(session, store, tenant, model_id)
+    return Response(status_code=204)
 
 
 @router.get("/models/{model_id}", response_model=ModelPublic)
