@@ -1,5 +1,6 @@
 """The web page in a real browser (Debian's Chromium through Playwright) against a real
-`facespeech serve`: a wrong key, a refused upload, an upload, a training run and its cancel."""
+`facespeech serve`: a wrong key, a refused upload, an upload, a training run, its cancel and
+the dataset's deletion."""
 
 from __future__ import annotations
 
@@ -100,3 +101,8 @@ def test_upload_then_train_then_cancel(page: Any, server: tuple[str, str], tmp_p
     row.locator("td.status-canceled").wait_for()
     row.locator("button", has_text="Timeline").click()
     page.wait_for_selector("#events-list li:has-text('cancel')")
+
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.locator("#datasets tbody tr button", has_text="Delete").click()
+    page.wait_for_selector("#notice:has-text('deleted anna')")
+    page.wait_for_selector("#datasets tbody tr", state="detached")

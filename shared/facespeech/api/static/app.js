@@ -127,10 +127,23 @@ async function refreshDatasets() {
     cell(row, dataset.status, `status-${dataset.status === "ready" ? "succeeded" : dataset.status}`);
     cell(row, megabytes(dataset.size_bytes));
     cell(row, dataset.error || "", dataset.error ? "error" : "");
+    row.insertCell().append(button("Delete", () => removeDataset(dataset)));
   }
   const trainable = datasets.filter((d) => d.status !== "failed" && d.status !== "pending_upload");
   fillSelect($("train-dataset"), trainable.map((d) => [d.id, d.name || d.id]), "upload a video first");
   return datasets.some((d) => BUSY_DATASET.has(d.status));
+}
+
+async function removeDataset(dataset) {
+  const name = dataset.name || dataset.id;
+  if (!confirm(`Delete ${name} and every model and video made from it?`)) return;
+  try {
+    await api(`/v1/datasets/${dataset.id}`, { method: "DELETE" });
+    notify(`deleted ${name}`, true);
+  } catch (error) {
+    notify(error.message);
+  }
+  schedule(0);
 }
 
 function showVideo(job) {
