@@ -239,3 +239,19 @@ def test_models_are_listed_per_tenant_and_by_status(
     assert listed["data"][0]["status"] == "training"
     assert client.get("/v1/models?status=ready", headers=auth).json()["count"] == 0
     assert client.get("/v1/models", headers=other_auth).json() == {"data": [], "count": 0}
+
+
+def test_usage_counts_stored_bytes_and_active_jobs_per_tenant(
+    client: TestClient, auth: dict[str, str], other_auth: dict[str, str], small_video: Path
+) -> None:
+    empty = client.get("/v1/usage", headers=auth).json()
+    assert empty["stored_bytes"] == 0 and empty["active_jobs"] == 0
+    assert empty["max_storage_bytes"] > 0 and empty["max_active_jobs"] > 0
+    dataset = _upload(client, auth, small_video).json()
+    client.post("/v1/training-runs", headers=auth,
+                json={"dataset_id": dataset["id"], "preset": "tiny"})
+    usage = client.get("/v1/usage", headers=auth).json()
+    assert usage["stored_bytes"] == dataset["size_bytes"] == small_video.stat().st_size
+    assert usage["active_jobs"] == 1
+    other = client.get("/v1/usage", headers=other_auth).json()
+    assert other["stored_bytes"] == 0 and other["active_jobs"] == 0

@@ -112,6 +112,7 @@ def test_open_streams_per_tenant_are_bounded(
     deadline = time.monotonic() + 10
     while sum(event_stream._open_streams.values()) < 1 and time.monotonic() < deadline:
         time.sleep(0.02)
+    assert 'facespeech_event_streams_open 1.0' in client.get("/metrics").text
     second = client.get(url, headers={**auth, **SSE})
     assert second.status_code == 429 and second.headers["retry-after"] == "5"
     assert client.get(url, headers=auth).status_code == 200  # the plain list still answers

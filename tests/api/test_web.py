@@ -43,7 +43,8 @@ def test_static_files_do_not_reach_outside_their_folder(client: TestClient) -> N
 
 def test_every_api_call_of_the_page_has_a_route(client: TestClient) -> None:
     called = _called_paths((STATIC / "app.js").read_text())
-    assert {"/v1/datasets", "/v1/training-runs", "/v1/renders", "/v1/jobs", "/v1/models"} <= called
+    assert {"/v1/datasets", "/v1/training-runs", "/v1/renders", "/v1/jobs", "/v1/models",
+            "/v1/usage"} <= called
     templates = [compile_path(path)[0] for path, _ in api_routes(client.app.routes)]  # type: ignore[attr-defined]
     for path in called:
         assert any(template.match(path) for template in templates), f"no route for {path}"

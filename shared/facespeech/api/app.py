@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from facespeech.api.problems import install_problem_handlers
-from facespeech.api.routes import datasets, jobs, system, web
+from facespeech.api.routes import datasets, jobs, system, usage, web
 from facespeech.config import get_settings
 from facespeech.db.migrate import upgrade_head
 from facespeech.observability.metrics import MetricsMiddleware
@@ -46,7 +46,7 @@ def create_app() -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
         )
     app.add_middleware(MetricsMiddleware)
-    for module in (system, datasets, jobs, web):
+    for module in (system, datasets, jobs, usage, web):
         app.include_router(module.router)
     web.mount_static(app)
     return app

@@ -22,6 +22,7 @@ from facespeech.api.schemas import JobEventPublic
 from facespeech.config import Settings
 from facespeech.db.models import JobStatus, Tenant
 from facespeech.db.session import session_scope
+from facespeech.observability.metrics import EVENT_STREAMS
 
 EVENT_STREAM = "text/event-stream"
 POLL_S = 1.0
@@ -67,6 +68,7 @@ async def job_events(tenant_id: str, job_id: str, after: int, max_s: float,
     """The stream: events after `after` as they come, `end` once the job is final; after
     `max_s` it just closes (an SSE client reconnects with Last-Event-ID)."""
     _open_streams[tenant_id] += 1
+    EVENT_STREAMS.inc()
     try:
         started = beat = time.monotonic()
         while time.monotonic() - started < max_s:
@@ -84,3 +86,4 @@ async def job_events(tenant_id: str, job_id: str, after: int, max_s: float,
                 await asyncio.sleep(POLL_S if poll_s is None else poll_s)
     finally:
         _open_streams[tenant_id] -= 1
+        EVENT_STREAMS.dec()

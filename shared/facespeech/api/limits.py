@@ -115,16 +115,21 @@ def check_rate(tenant: Tenant, settings: Settings) -> None:
         )
 
 
+def active_jobs(session: Session, tenant: Tenant) -> int:
+    """The tenant's queued and running jobs."""
+    return session.scalar(
+        select(func.count())
+        .select_from(Job)
+        .where(Job.tenant_id == tenant.id, Job.status.in_([JobStatus.queued, JobStatus.running]))
+    ) or 0
+
+
 def check_active_jobs(session: Session, tenant: Tenant, settings: Settings) -> None:
     limit = settings.tenant_max_active_jobs
     if limit <= 0:
         return
-    active = session.scalar(
-        select(func.count())
-        .select_from(Job)
-        .where(Job.tenant_id == tenant.id, Job.status.in_([JobStatus.queued, JobStatus.running]))
-    )
-    if (active or 0) >= limit:
+    active = active_jobs(session, tenant)
+    if active >= limit:
         raise Problem(
             429,
             "Too Many Active Jobs",

@@ -125,6 +125,17 @@ class PresignedUploadPublic(BaseModel):
     expires_in: int
 
 
+class UsagePublic(BaseModel):
+    """What the tenant uses against its limits; a limit of 0 means none."""
+
+    stored_bytes: int
+    max_storage_bytes: int
+    active_jobs: int
+    max_active_jobs: int
+    rate_per_s: float
+    rate_burst: int
+
+
 class Health(BaseModel):
     status: str
     checks: dict[str, str] = Field(default_factory=dict)

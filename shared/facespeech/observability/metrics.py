@@ -36,6 +36,12 @@ IN_FLIGHT = Gauge(
 )
 
 
+EVENT_STREAMS = Gauge(
+    "facespeech_event_streams_open", "Server-Sent Event streams of job timelines being served",
+    multiprocess_mode="livesum", registry=LIVE_REGISTRY,
+)
+
+
 def _route_template(scope: Scope) -> str:
     # The template, not the path: ids in paths would explode the label cardinality.
     return getattr(scope.get("route"), "path", "unmatched")

@@ -224,6 +224,17 @@ async function refreshModels() {
   fillSelect($("render-model"), models.map((m) => [m.id, modelLabel(m)]), "train a model first");
 }
 
+function ofLimit(used, limit, format) {
+  return limit ? `${format(used)} of ${format(limit)}` : format(used);
+}
+
+async function refreshUsage() {
+  const usage = await api("/v1/usage");
+  const storage = ofLimit(usage.stored_bytes, usage.max_storage_bytes, megabytes);
+  const jobs = ofLimit(usage.active_jobs, usage.max_active_jobs, String);
+  $("usage").textContent = `Stored: ${storage} · active jobs: ${jobs}`;
+}
+
 async function refresh() {
   if (!apiKey()) {
     notify("Enter an API key (`facespeech create-tenant NAME` prints one).");
@@ -233,6 +244,7 @@ async function refresh() {
     const jobsBusy = await refreshJobs();
     const datasetsBusy = await refreshDatasets();
     await refreshModels();
+    await refreshUsage();
     schedule(jobsBusy || datasetsBusy ? POLL_ACTIVE_MS : POLL_IDLE_MS);
   } catch (error) {
     notify(error.status === 401 ? "That API key is unknown or revoked." : error.message);
