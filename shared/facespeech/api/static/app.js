@@ -105,8 +105,8 @@ function duration(seconds) {
   return s < 90 ? `${s} s` : `${Math.floor(s / 60)} min ${s % 60} s`;
 }
 
-function megabytes(bytes) {
-  return `${(bytes / 1e6).toFixed(1)} MB`;
+function humanBytes(bytes) {
+  return bytes >= 1e9 ? `${(bytes / 1e9).toFixed(1)} GB` : `${(bytes / 1e6).toFixed(1)} MB`;
 }
 
 function fillSelect(select, options, emptyLabel) {
@@ -125,7 +125,7 @@ async function refreshDatasets() {
     const row = body.insertRow();
     cell(row, dataset.name || dataset.id);
     cell(row, dataset.status, `status-${dataset.status === "ready" ? "succeeded" : dataset.status}`);
-    cell(row, megabytes(dataset.size_bytes));
+    cell(row, humanBytes(dataset.size_bytes));
     cell(row, dataset.error || "", dataset.error ? "error" : "");
     row.insertCell().append(button("Delete", () => removeDataset(dataset)));
   }
@@ -230,7 +230,7 @@ function ofLimit(used, limit, format) {
 
 async function refreshUsage() {
   const usage = await api("/v1/usage");
-  const storage = ofLimit(usage.stored_bytes, usage.max_storage_bytes, megabytes);
+  const storage = ofLimit(usage.stored_bytes, usage.max_storage_bytes, humanBytes);
   const jobs = ofLimit(usage.active_jobs, usage.max_active_jobs, String);
   $("usage").textContent = `Stored: ${storage} · active jobs: ${jobs}`;
 }
