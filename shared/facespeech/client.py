@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,35 @@ class Client:
 
     def model(self, model_id: str) -> dict[str, Any]:
         return self._checked(self.http.get(f"/v1/models/{model_id}"))  # type: ignore[no-any-return]
+
+    def usage(self) -> dict[str, Any]:
+        return self._checked(self.http.get("/v1/usage"))  # type: ignore[no-any-return]
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        self._checked(self.http.delete(f"/v1/datasets/{dataset_id}"))
+
+    def delete_model(self, model_id: str) -> None:
+        self._checked(self.http.delete(f"/v1/models/{model_id}"))
+
+    def follow(self, job_id: str, timeout: float = 3600.0) -> Iterator[dict[str, Any]]:
+        """The job's timeline as it happens (Server-Sent Events): each event as a dict, then
+        {"kind": "end", "status": ...} once the job is final."""
+        headers = {"Accept": "text/event-stream"}
+        with self.http.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers,
+                              timeout=httpx.Timeout(timeout, connect=10.0)) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise ApiError(response)
+            kind = ""
+            for line in response.iter_lines():
+                if line.startswith("event: "):
+                    kind = line.removeprefix("event: ")
+                elif line.startswith("data: "):
+                    data = json.loads(line.removeprefix("data: "))
+                    if kind == "end":
+                        yield {"kind": "end", **data}
+                        return
+                    yield data
 
     def wait(
         self,

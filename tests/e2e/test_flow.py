@@ -39,11 +39,17 @@ def _train(client: Client, video: Path, overrides: dict[str, int]) -> dict:  # t
     return model
 
 
-def _render(client: Client, model: dict, audio: Path, out: Path) -> None:  # type: ignore[type-arg]
-    job = client.wait(client.start_render(model["id"], audio)["id"], timeout=900)
+def _render(client: Client, model: dict, audio: Path, out: Path) -> str:  # type: ignore[type-arg]
+    job_id = client.start_render(model["id"], audio)["id"]
+    # followed live through the real server as Server-Sent Events, to the end
+    timeline = list(client.follow(job_id, timeout=900))
+    assert timeline[-1] == {"kind": "end", "status": "succeeded"}
+    assert any(e.get("kind") == "stage" and "render" in e["message"] for e in timeline)
+    job = client.job(job_id)
     assert job["status"] == "succeeded", job["error"]
     assert job["metrics"]["frames"] > 0
     _check_playable(client.download(job["result_url"], out), audio)
+    return job_id
 
 
 def test_generated_sample_end_to_end(embedded_stack: Stack, tmp_path: Path) -> None:
@@ -51,7 +57,7 @@ def test_generated_sample_end_to_end(embedded_stack: Stack, tmp_path: Path) -> N
     video, _ = make_sample(tmp_path / "sample", seconds=10.0)
     model = _train(client, video, FAST_TRAINING)
     speech = make_speech(tmp_path / "speech.wav", seconds=3.0, seed=3)
-    _render(client, model, speech, tmp_path / "out.mp4")
+    rendered = _render(client, model, speech, tmp_path / "out.mp4")
 
     transparent = client.wait(client.start_render(model["id"], speech,
                                                   {"background": "transparent"})["id"],
@@ -63,6 +69,17 @@ def test_generated_sample_end_to_end(embedded_stack: Stack, tmp_path: Path) -> N
         video = container.streams.video[0]
         assert video.codec_context.name == "vp9" and video.metadata.get("alpha_mode") == "1"
         assert container.streams.audio[0].codec_context.name == "opus"
+
+    # deleting the dataset erases everything the workers made from it
+    used = client.usage()["stored_bytes"]
+    client.delete_dataset(model["dataset_id"])
+    assert client.usage()["stored_bytes"] < used
+    assert client.job(transparent["id"])["result_url"] is None
+    made = {model["dataset_id"], model["id"], model["job_id"], rendered, transparent["id"]}
+    store = Path(embedded_stack.env["FACESPEECH_DATA_DIR"])
+    leftovers = [p for p in store.rglob("*") if p.is_file() and "tenants" in p.parts
+                 and made & set(p.parts)]
+    assert not leftovers, leftovers
 
 
 def test_real_clip_end_to_end(embedded_stack: Stack, tmp_path: Path) -> None:
