@@ -30,6 +30,10 @@ def dataset_report(tenant_id: str, dataset_id: str) -> str:
     return f"{tenant_prefix(tenant_id)}datasets/{dataset_id}/report.json"
 
 
+def dataset_contact_sheet(tenant_id: str, dataset_id: str) -> str:
+    return f"{tenant_prefix(tenant_id)}datasets/{dataset_id}/contact_sheet.png"
+
+
 def job_checkpoints(tenant_id: str, job_id: str) -> str:
     return f"{tenant_prefix(tenant_id)}jobs/{job_id}/checkpoints/"
 

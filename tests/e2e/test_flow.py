@@ -56,6 +56,9 @@ def test_generated_sample_end_to_end(embedded_stack: Stack, tmp_path: Path) -> N
     client = Client(embedded_stack.base_url, embedded_stack.api_key)
     video, _ = make_sample(tmp_path / "sample", seconds=10.0)
     model = _train(client, video, FAST_TRAINING)
+    dataset = client.http.get(f"/v1/datasets/{model['dataset_id']}").json()
+    sheet = client.download(dataset["contact_sheet_url"], tmp_path / "sheet.png")
+    assert sheet.read_bytes().startswith(b"\x89PNG")
     speech = make_speech(tmp_path / "speech.wav", seconds=3.0, seed=3)
     rendered = _render(client, model, speech, tmp_path / "out.mp4")
 

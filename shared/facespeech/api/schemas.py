@@ -33,6 +33,8 @@ class DatasetPublic(Public):
     report: dict[str, Any]
     error: str | None
     created_at: UtcDatetime
+    # a PNG of sampled frames with landmarks and masks drawn, once preprocessed
+    contact_sheet_url: str | None = None
 
 
 class DatasetsPublic(BaseModel):

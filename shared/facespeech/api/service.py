@@ -31,6 +31,7 @@ from facespeech.jobs import state
 from facespeech.jobs.tasks import enqueue
 from facespeech.media.integrity import verify_complete
 from facespeech.preprocess.archive_check import inspect_archive
+from facespeech.preprocess.report import CONTACT_SHEET_NAME
 from facespeech.storage import ObjectStore
 from facespeech.storage.base import PresignedPost
 
@@ -418,6 +419,16 @@ def _revoke_quietly(task_id: str | None) -> None:
         get_celery().control.revoke(task_id)
     except Exception:  # the embedded transport has no broadcast; the job row already says it
         log.info("revoke of %s not delivered; the task will see the canceled job", task_id)
+
+
+def contact_sheet_url(store: ObjectStore, settings: Settings, dataset: Dataset) -> str | None:
+    """A short-lived link to the preprocessing contact sheet, where one was made."""
+    if dataset.status is not DatasetStatus.ready:
+        return None
+    if CONTACT_SHEET_NAME not in dataset.report.get("files", []):
+        return None
+    key = object_keys.dataset_contact_sheet(dataset.tenant_id, dataset.id)
+    return store.presigned_get(key, settings.presign_expiry_s, f"{dataset.id}-contact-sheet.png")
 
 
 def result_url(store: ObjectStore, settings: Settings, job: Job) -> str | None:

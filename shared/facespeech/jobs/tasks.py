@@ -202,6 +202,7 @@ def _set_dataset(dataset_id: str, **fields: object) -> None:
 
 def _preprocess_into_store(job: Job, scratch: Path, dataset: Dataset) -> None:
     from facespeech import preprocess
+    from facespeech.preprocess.report import CONTACT_SHEET_NAME
 
     store = get_store()
     source = scratch / Path(dataset.source_key).name
@@ -233,6 +234,10 @@ def _preprocess_into_store(job: Job, scratch: Path, dataset: Dataset) -> None:
         "report",
         store.put_bytes(report_key, json.dumps(report_dict, indent=2).encode(), "application/json"),
     )
+    sheet = out_dir / CONTACT_SHEET_NAME
+    if sheet.exists():  # for a look at the tracking without unpacking the dataset
+        key = object_keys.dataset_contact_sheet(job.tenant_id, dataset.id)
+        _record_artifact(job, "report", store.put_file(key, sheet, "image/png"))
     _set_dataset(
         dataset.id,
         status=DatasetStatus.ready,

@@ -15,10 +15,18 @@ from facespeech.api.schemas import (
     PresignedUploadPublic,
 )
 from facespeech.api.uploads import receive_upload, upload_openapi
-from facespeech.db.models import DatasetStatus
+from facespeech.config import Settings
+from facespeech.db.models import Dataset, DatasetStatus
+from facespeech.storage import ObjectStore
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=PROBLEM_RESPONSES)
 IdempotencyKey = Annotated[str | None, Header(max_length=255)]
+
+
+def _public(dataset: Dataset, store: ObjectStore, settings: Settings) -> DatasetPublic:
+    public = DatasetPublic.model_validate(dataset)
+    public.contact_sheet_url = service.contact_sheet_url(store, settings, dataset)
+    return public
 
 
 @router.post(
@@ -89,13 +97,15 @@ def complete_upload(
 def list_datasets(
     tenant: CurrentTenant,
     session: SessionDep,
+    store: StoreDep,
+    settings: SettingsDep,
     status: DatasetStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_DB_INT)] = 0,
 ) -> DatasetsPublic:
     """The tenant's datasets, newest first."""
     datasets, count = service.list_datasets(session, tenant, status, limit, offset)
-    return DatasetsPublic(data=[DatasetPublic.model_validate(d) for d in datasets], count=count)
+    return DatasetsPublic(data=[_public(d, store, settings) for d in datasets], count=count)
 
 
 @router.delete("/{dataset_id}", status_code=204)
@@ -110,5 +120,8 @@ def delete_dataset(
 
 
 @router.get("/{dataset_id}", response_model=DatasetPublic)
-def read_dataset(dataset_id: str, tenant: CurrentTenant, session: SessionDep) -> DatasetPublic:
-    return DatasetPublic.model_validate(service.get_dataset(session, tenant, dataset_id))
+def read_dataset(
+    dataset_id: str, tenant: CurrentTenant, session: SessionDep, store: StoreDep,
+    settings: SettingsDep,
+) -> DatasetPublic:
+    return _public(service.get_dataset(session, tenant, dataset_id), store, settings)

@@ -126,7 +126,15 @@ async function refreshDatasets() {
     cell(row, dataset.name || dataset.id);
     cell(row, dataset.status, `status-${dataset.status === "ready" ? "succeeded" : dataset.status}`);
     cell(row, humanBytes(dataset.size_bytes));
-    cell(row, dataset.error || "", dataset.error ? "error" : "");
+    const note = cell(row, dataset.error || "", dataset.error ? "error" : "");
+    if (dataset.contact_sheet_url) {
+      const link = document.createElement("a");
+      link.href = dataset.contact_sheet_url;
+      link.target = "_blank";
+      link.rel = "noopener";
+      link.textContent = "tracking check (landmarks and masks)";
+      note.append(link);
+    }
     row.insertCell().append(button("Delete", () => removeDataset(dataset)));
   }
   const trainable = datasets.filter((d) => d.status !== "failed" && d.status !== "pending_upload");
