@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import tempfile
 import time
 from datetime import datetime
@@ -27,6 +26,7 @@ import numpy as np
 import soundfile
 import typer
 
+from bench.load_common import free_port
 from facespeech.client import Client
 from facespeech.localstack import new_api_key, start_serve, wait_ready
 from facespeech.media import load_audio
@@ -48,12 +48,6 @@ def speech(seconds: float, path: Path) -> Path:
             total += len(parts[-1])
     soundfile.write(path, np.concatenate(parts)[: int(seconds * SAMPLE_RATE)], SAMPLE_RATE)
     return path
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _seconds_between(start: str, end: str) -> float:
@@ -91,7 +85,7 @@ def main(
 ) -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="facespeech-render-api-")) if out is None else out
     data_dir.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FACESPEECH_")}
     env |= {"FACESPEECH_DATA_DIR": str(data_dir / "data"),
             "FACESPEECH_PUBLIC_URL": f"http://127.0.0.1:{port}",

@@ -21,6 +21,13 @@ def _upload(client: TestClient, auth: dict[str, str], path: Path, **headers: str
         )
 
 
+def _queued_run(client: TestClient, auth: dict[str, str], video: Path) -> dict:  # type: ignore[type-arg]
+    """A training run on a fresh upload of `video`, queued (no worker runs in these tests)."""
+    dataset = _upload(client, auth, video).json()
+    return client.post("/v1/training-runs", headers=auth,  # type: ignore[no-any-return]
+                       json={"dataset_id": dataset["id"], "preset": "tiny"}).json()
+
+
 def test_start_up_objects_are_frozen_out_of_the_collector(client: TestClient) -> None:
     # Without it an oldest-generation pass walked the whole start-up heap every few seconds
     # under load: 100-140 ms stalls, p99 190 ms at 200 requests/s (docs/RELIABILITY.md).
@@ -231,9 +238,7 @@ def test_datasets_are_listed_newest_first_and_per_tenant(
 def test_models_are_listed_per_tenant_and_by_status(
     client: TestClient, auth: dict[str, str], other_auth: dict[str, str], small_video: Path
 ) -> None:
-    dataset = _upload(client, auth, small_video).json()
-    run = client.post("/v1/training-runs", headers=auth,
-                      json={"dataset_id": dataset["id"], "preset": "tiny"}).json()
+    run = _queued_run(client, auth, small_video)
     listed = client.get("/v1/models", headers=auth).json()
     assert listed["count"] == 1 and listed["data"][0]["id"] == run["model_id"]
     assert listed["data"][0]["status"] == "training"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from tests.api.test_api import _upload
+from tests.api.test_api import _queued_run, _upload
 
 
 def _finish_training(job_id: str) -> dict[str, str]:
@@ -67,9 +67,8 @@ def test_deleting_a_dataset_erases_everything_learnt_from_it(
 ) -> None:
     from facespeech.storage import get_store
 
-    dataset = _upload(client, auth, small_video).json()
-    run = client.post("/v1/training-runs", headers=auth,
-                      json={"dataset_id": dataset["id"], "preset": "tiny"}).json()
+    run = _queued_run(client, auth, small_video)
+    dataset = {"id": run["dataset_id"]}
     busy = client.delete(f"/v1/datasets/{dataset['id']}", headers=auth)
     assert busy.status_code == 409 and run["id"] in busy.json()["detail"]
 
@@ -101,9 +100,8 @@ def test_deleting_a_model_keeps_its_videos_and_its_dataset(
 ) -> None:
     from facespeech.storage import get_store
 
-    dataset = _upload(client, auth, small_video).json()
-    run = client.post("/v1/training-runs", headers=auth,
-                      json={"dataset_id": dataset["id"], "preset": "tiny"}).json()
+    run = _queued_run(client, auth, small_video)
+    dataset = {"id": run["dataset_id"]}
     assert client.delete(f"/v1/models/{run['model_id']}", headers=auth).status_code == 409
     made = _finish_training(run["id"])
     store = get_store()

@@ -10,7 +10,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from facespeech.api import event_stream
-from tests.api.test_api import _upload
+from tests.api.test_api import _queued_run
 
 SSE = {"Accept": "text/event-stream"}
 
@@ -26,12 +26,6 @@ def _messages(lines: list[str]) -> list[dict[str, str]]:
             field, _, value = line.partition(": ")
             current[field] = value
     return messages
-
-
-def _queued_run(client: TestClient, auth: dict[str, str], video: Path) -> dict:
-    dataset = _upload(client, auth, video).json()
-    return client.post("/v1/training-runs", headers=auth,
-                       json={"dataset_id": dataset["id"], "preset": "tiny"}).json()
 
 
 def test_a_finished_jobs_stream_replays_and_ends(

@@ -18,14 +18,11 @@ from facespeech.db.models import (
     DatasetStatus,
     Job,
     JobKind,
-    JobStatus,
     ModelStatus,
     Tenant,
     TrainedModel,
 )
 from facespeech.storage import ObjectStore
-
-ACTIVE = (JobStatus.queued, JobStatus.running)
 
 
 def delete_dataset(session: Session, store: ObjectStore, tenant: Tenant, dataset_id: str) -> None:
@@ -34,13 +31,13 @@ def delete_dataset(session: Session, store: ObjectStore, tenant: Tenant, dataset
     dataset = get_dataset(session, tenant, dataset_id)
     jobs = list(session.scalars(select(Job).where(Job.dataset_id == dataset.id)))
     _refuse_if_active(jobs, f"dataset {dataset.id}")
-    prefixes = [f"{object_keys.tenant_prefix(tenant.id)}datasets/{dataset.id}/"]
+    prefixes = [object_keys.dataset_prefix(tenant.id, dataset.id)]
     models = session.scalars(select(TrainedModel).where(TrainedModel.dataset_id == dataset.id))
     for model in models:
-        prefixes.append(_model_prefix(tenant.id, model.id))
+        prefixes.append(object_keys.model_prefix(tenant.id, model.id))
         model.status, model.checkpoint_key = ModelStatus.deleted, None
     for job in jobs:
-        prefixes.append(_job_prefix(tenant.id, job.id))
+        prefixes.append(object_keys.job_prefix(tenant.id, job.id))
         job.result_key = None
     _erase(session, store, tenant.id, prefixes)
     dataset.status, dataset.size_bytes, dataset.processed_key = DatasetStatus.deleted, 0, None
@@ -52,25 +49,17 @@ def delete_model(session: Session, store: ObjectStore, tenant: Tenant, model_id:
     jobs = list(session.scalars(select(Job).where(Job.model_id == model.id)))
     _refuse_if_active(jobs, f"model {model.id}")
     training = [job for job in jobs if job.kind is JobKind.train]
-    prefixes = [_model_prefix(tenant.id, model.id)]
+    prefixes = [object_keys.model_prefix(tenant.id, model.id)]
     prefixes += [object_keys.job_checkpoints(tenant.id, job.id) for job in training]
     _erase(session, store, tenant.id, prefixes)
     model.status, model.checkpoint_key = ModelStatus.deleted, None
 
 
 def _refuse_if_active(jobs: list[Job], what: str) -> None:
-    active = [job for job in jobs if job.status in ACTIVE]
+    active = [job for job in jobs if not job.status.is_final]
     if active:
         names = ", ".join(f"{job.kind} job {job.id} ({job.status})" for job in active[:3])
         raise Problem(409, "In Use", f"{what} is in use by {names}; cancel it first")
-
-
-def _model_prefix(tenant_id: str, model_id: str) -> str:
-    return f"{object_keys.tenant_prefix(tenant_id)}models/{model_id}/"
-
-
-def _job_prefix(tenant_id: str, job_id: str) -> str:
-    return f"{object_keys.tenant_prefix(tenant_id)}jobs/{job_id}/"
 
 
 def _erase(session: Session, store: ObjectStore, tenant_id: str, prefixes: list[str]) -> None:

@@ -125,14 +125,15 @@ def read_job_events(
     """The job's timeline, oldest first, after event `after`. With `Accept:
     text/event-stream`, Server-Sent Events instead: each event as it happens, then `end`
     once the job is final (`Last-Event-ID` resumes a broken stream)."""
-    events = service.list_events(session, tenant, job_id, after, limit)  # 404 for others' jobs
     if wants_stream(request.headers.get("accept", "")):
+        service.get_job(session, tenant, job_id)  # 404 for others' jobs, before streaming
         check_stream_slot(tenant.id, settings)
         start = after if last_event_id is None else last_event_id
         stream = job_events(tenant.id, job_id, start, settings.event_stream_max_s)
         # X-Accel-Buffering: nginx (the k8s ingress) would otherwise hold events back
         return StreamingResponse(stream, media_type=EVENT_STREAM,
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    events = service.list_events(session, tenant, job_id, after, limit)
     return JobEventsPublic(
         data=[JobEventPublic.model_validate(e) for e in events], count=len(events)
     )
