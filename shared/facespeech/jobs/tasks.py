@@ -98,6 +98,14 @@ def discard_job_work(job: Job) -> None:
         log.warning("job %s: stored checkpoints not removed", job.id, exc_info=True)
 
 
+def _end_unsuccessfully(job: Job, scratch: Path, status: JobStatus, reason: str) -> None:
+    """Clean up first, then make the job final: whoever sees it canceled or failed finds
+    nothing of it left (the other order let a client see the status before the cleanup)."""
+    shutil.rmtree(scratch, ignore_errors=True)
+    discard_job_work(job)
+    state.finish(job.id, status, reason)
+
+
 def _run_job(task: Task, job_id: str, stage: str, body: Callable[[Job, Path], None]) -> None:
     settings = get_settings()
     try:
@@ -114,18 +122,14 @@ def _run_job(task: Task, job_id: str, stage: str, body: Callable[[Job, Path], No
         ):
             body(job, scratch)
     except Stopped:
-        state.finish(job_id, JobStatus.canceled, "canceled by request")
-        discard_job_work(job)
+        _end_unsuccessfully(job, scratch, JobStatus.canceled, "canceled by request")
     except InputError as error:
-        state.finish(job_id, JobStatus.failed, str(error))
-        discard_job_work(job)
+        _end_unsuccessfully(job, scratch, JobStatus.failed, str(error))
     except Exception as error:  # noqa: BLE001 - any other failure is retried, then reported
         log.exception("job %s attempt %d failed", job_id, job.attempt)
         if job.attempt >= settings.job_max_attempts:
-            state.finish(
-                job_id, JobStatus.failed, f"internal error: {type(error).__name__}: {error}"
-            )
-            discard_job_work(job)
+            _end_unsuccessfully(job, scratch, JobStatus.failed,
+                                f"internal error: {type(error).__name__}: {error}")
             return
         state.requeue_for_retry(job_id, f"{type(error).__name__}: {error}")
         job_metrics.retried(job.kind, stage)
