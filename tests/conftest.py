@@ -95,3 +95,15 @@ def auth(client: Any) -> dict[str, str]:
 @pytest.fixture
 def other_auth(client: Any) -> dict[str, str]:
     return {"Authorization": f"Bearer {new_key('tenant-b')}"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `gpu` run only where CUDA is (on the device machine)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (run it on the device machine)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

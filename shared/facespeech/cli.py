@@ -145,6 +145,12 @@ def preprocess(
     fan_weights: Annotated[
         Path | None, typer.Option(help="local face-alignment 2D-FAN TorchScript file")
     ] = None,
+    held_out: Annotated[
+        float, typer.Option(help="fraction of the clip's tail kept out of training")
+    ] = 0.1,
+    bfm_model: Annotated[
+        Path | None, typer.Option(help="BFM09_model_info.mat: fit the Basel Face Model")
+    ] = None,
 ) -> None:
     """Turn a talking video into a dataset directory; run again to resume a stopped run."""
     from facespeech import preprocess as lib
@@ -154,6 +160,8 @@ def preprocess(
         image_size=image_size,
         min_seconds=min_seconds,
         fan_weights=str(fan_weights) if fan_weights else None,
+        held_out_fraction=held_out,
+        bfm_model=str(bfm_model) if bfm_model else None,
     )
     with progress_bar("preprocess") as (hook, _):
         report = lib.run(video, out, config, on_progress=hook, audio=audio)

@@ -68,11 +68,26 @@ def test_photometric_term_fits_the_lighting(tmp_path: Path) -> None:
     model = load_bfm(_write_model(tmp_path / "BFM09_model_info.mat"))
     landmarks = model.mean_shape[None, model.keypoints, :2] * [0.8, -0.8] + [128.0, 128.0]
     frame = np.full((1, 256, 256, 3), 120, np.uint8)
-    short = fit_3dmm(model, landmarks, frame, FitConfig(iterations=2))
-    longer = fit_3dmm(model, landmarks, frame, FitConfig(iterations=30))
+    quick = FitConfig(iterations=30, identity_iterations=1, photo_iterations=1)
+    short = fit_3dmm(model, landmarks, frame, quick)
+    longer = fit_3dmm(model, landmarks, frame, replace(quick, photo_iterations=30))
     assert short.photometric_error is not None and longer.photometric_error is not None
     assert longer.photometric_error < 0.5 * short.photometric_error
-    assert np.isfinite(longer.lighting).all()
+    assert np.isfinite(longer.lighting).all() and longer.renderer == "vertices"
+
+
+def test_fitted_mesh_and_keypoints_agree(tmp_path: Path) -> None:
+    """vertices_px (the mesh an overlay draws) is the same pose as the keypoints fitted."""
+    model = load_bfm(_write_model(tmp_path / "BFM09_model_info.mat"))
+    landmarks = model.mean_shape[None, model.keypoints, :2] * [0.7, -0.7] + [120.0, 130.0]
+    frames = np.full((2, 256, 256, 3), 120, np.uint8)
+    fit = fit_3dmm(model, np.repeat(landmarks, 2, 0), frames,
+                   FitConfig(iterations=50, identity_iterations=3, photo_iterations=3,
+                             batch_frames=1, photo_size=64))
+    mesh = fit.vertices_px(model, 1)
+    assert mesh.shape == (len(model.mean_shape), 3)
+    np.testing.assert_allclose(mesh[model.keypoints], fit.keypoints_px[1], atol=1e-2)
+    assert fit.landmark_rmse_px < 3.0
 
 
 def test_pipeline_stores_bfm_coefficients_per_frame(aoc_run: tuple, tmp_path: Path) -> None:

@@ -7,11 +7,13 @@ keypoints (1, 68), both 1-based. Vertices are stored x, y, z, x, y, z, ...; the 
 along +z with y up.
 
 The fit (torch; any device): identity and albedo shared by the clip, per frame expression,
-rotation, weak-perspective scale and shift, and 9-band spherical-harmonics lighting. Losses:
-the 68 keypoints against the tracked landmarks, and, when frames are given, a photometric
-term: each visible vertex's shaded colour against the frame's colour where it projects
-(sampled bilinearly, so it is differentiable without a rasteriser; nvdiffrast can replace it
-on the GPU). Small ridge terms keep the coefficients plausible.
+rotation, weak-perspective scale and shift, and 9-band spherical-harmonics lighting. Stages:
+the 68 keypoints against the tracked landmarks on every frame at once; then, when frames are
+given, a photometric term as well: identity and albedo from frames spread over the clip, then
+every frame in batches with them fixed. On the GPU the shaded mesh is rasterised with
+nvdiffrast (preprocess.raster) and compared with the frame pixel by pixel; without it each
+camera-facing vertex is compared with the pixel under it (sampled bilinearly, so it stays
+differentiable). Small ridge terms keep the coefficients plausible.
 """
 
 from __future__ import annotations
@@ -19,11 +21,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import scipy.io
 import torch
 import torch.nn.functional as F
+
+from facespeech.preprocess.raster import RasterUnavailable, cuda_rasterizer, render_vertex_colours
 
 REQUIRED_KEYS = ("meanshape", "idBase", "exBase", "meantex", "texBase", "tri", "keypoints")
 # MediaPipe FaceMesh index of each of the 68 iBUG points (the mapping LatentSync and others use).
@@ -79,13 +84,21 @@ def load_bfm(path: Path) -> MorphableModel:
 
 @dataclass(frozen=True)
 class FitConfig:
-    iterations: int = 300
+    iterations: int = 300  # landmark stage, every frame at once
     lr: float = 0.03
     landmark_weight: float = 1.0
     photo_weight: float = 0.5
     id_reg: float = 1e-5
     exp_reg: float = 1e-5
     tex_reg: float = 1e-5
+    # Photometric stages (when frames are given): identity and albedo from a few frames spread
+    # over the clip, then every frame in batches with them fixed.
+    identity_frames: int = 32
+    identity_iterations: int = 150
+    photo_iterations: int = 40
+    batch_frames: int = 256
+    photo_size: int = 224  # frames are scaled to this many pixels wide for the photometric term
+    renderer: Literal["auto", "nvdiffrast", "vertices"] = "auto"
 
 
 @dataclass
@@ -98,10 +111,16 @@ class FitResult:
     shift: np.ndarray  # (N, 2) image pixels
     lighting: np.ndarray  # (N, 9, 3)
     landmark_rmse_px: float
-    # (N, V, 3) fitted vertices, x/y in image pixels (y down); a landmark-only fit (no
-    # frames) gives the 68 keypoints only
-    vertices_px: np.ndarray
+    keypoints_px: np.ndarray  # (N, 68, 3) fitted keypoints, x/y in image pixels (y down)
     photometric_error: float | None = None  # mean |rendered - frame| colour, 0..1 per channel
+    renderer: str | None = None  # what drew the photometric term: nvdiffrast or vertices
+
+    def vertices_px(self, model: MorphableModel, frame: int) -> np.ndarray:
+        """(V, 3) fitted mesh of one frame, x/y in image pixels (y down)."""
+        shape = model.mean_shape + (model.id_base @ self.identity + model.exp_base
+                                    @ self.expression[frame]).reshape(-1, 3)
+        posed = shape @ self.rotation[frame].T * [1.0, -1.0, 1.0] * self.scale[frame]
+        return (posed + [*self.shift[frame], 0.0]).astype(np.float32)
 
 
 def rodrigues(axis_angle: torch.Tensor) -> torch.Tensor:
@@ -141,89 +160,235 @@ def fit_3dmm(
     model: MorphableModel, landmarks: np.ndarray, frames: np.ndarray | None = None,
     config: FitConfig = FitConfig(),  # noqa: B008 - frozen, safe to share
     device: str = "cpu",
+    landmark_width: int | None = None,
 ) -> FitResult:
     """Fit to (N, 68, 2) landmarks in image pixels (y down), and (N, H, W, 3) uint8 frames
-    of the same pixels when given (photometric term)."""
+    when given (photometric term). The frames may be a scaled copy of the image the landmarks
+    are in: `landmark_width` is that image's width (default the frames' own)."""
+    width = landmark_width or (0 if frames is None else frames.shape[2])
     if device != "cpu":
-        return _fit(model, landmarks, frames, config, device)
+        return _fit(model, landmarks, frames, width, config, torch.device(device))
     # Hundreds of small steps: on a busy CPU, intra-op threads spin and cost 10x more
     # than they save (measured: 29 s with 2 threads, 2 s with one, load average 10).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _fit(model, landmarks, frames, config, device)
+        return _fit(model, landmarks, frames, width, config, torch.device(device))
     finally:
         torch.set_num_threads(threads)
 
 
-def _fit(model: MorphableModel, landmarks: np.ndarray, frames: np.ndarray | None,
-         config: FitConfig, device: str) -> FitResult:
-    if frames is None:  # only the keypoints are seen: fit the model restricted to them
-        model = _keypoints_only(model)
-    dev = torch.device(device)
-    n = len(landmarks)
-    tensor = lambda a: torch.as_tensor(a, dtype=torch.float32, device=dev)  # noqa: E731
-    mean, id_base = tensor(model.mean_shape), tensor(model.id_base)
-    exp_base = tensor(model.exp_base)
-    mean_tex, tex_base = tensor(model.mean_tex) / 255, tensor(model.tex_base) / 255
-    triangles = torch.as_tensor(model.triangles, device=dev)
-    keypoints = torch.as_tensor(model.keypoints, device=dev)
-    target = tensor(landmarks)
-    images = None if frames is None else tensor(frames).permute(0, 3, 1, 2) / 255
+SHARED = ("identity", "albedo")
+PER_FRAME = ("expression", "axis_angle", "log_scale", "shift", "lighting")
+Coefficients = dict[str, torch.Tensor]
 
-    # Start: frontal, scaled and shifted so the mean shape's keypoints cover the landmarks.
-    key_mean = mean[keypoints, :2] * torch.tensor([1.0, -1.0], device=dev)
+
+class _Model:
+    """The morphable model's tensors on one device, and the pieces of the fit's loss."""
+
+    def __init__(self, model: MorphableModel, device: torch.device, renderer: str = "vertices",
+                 source_width: int = 0) -> None:
+        tensor = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
+        self.device = device
+        self.mean, self.id_base = tensor(model.mean_shape), tensor(model.id_base)
+        self.exp_base = tensor(model.exp_base)
+        self.mean_tex, self.tex_base = tensor(model.mean_tex) / 255, tensor(model.tex_base) / 255
+        self.triangles = torch.as_tensor(model.triangles, device=device)
+        self.keypoints = torch.as_tensor(model.keypoints, device=device)
+        self.raster = cuda_rasterizer() if renderer == "nvdiffrast" else None
+        self.source_width = source_width  # of the frames the landmarks are in
+
+    def posed(self, c: Coefficients) -> torch.Tensor:
+        """(B, V, 3) vertices in image pixels (y down), z towards the viewer."""
+        offsets = c["identity"] @ self.id_base.T + c["expression"] @ self.exp_base.T
+        shape = self.mean + offsets.view(len(offsets), -1, 3)
+        rotated = shape @ rodrigues(c["axis_angle"]).transpose(1, 2)
+        flip = torch.tensor([1.0, -1.0, 1.0], device=self.device)  # model y up -> image y down
+        projected = rotated * flip * c["log_scale"].exp()[:, None, None]
+        shift = torch.cat([c["shift"], torch.zeros_like(c["shift"][:, :1])], 1)
+        return projected + shift[:, None]
+
+    def loss(self, c: Coefficients, target: torch.Tensor, spread: float,
+             images: torch.Tensor | None, config: FitConfig) -> tuple[torch.Tensor, float]:
+        """(total loss, photometric error or nan) for one batch of frames."""
+        posed = self.posed(c)
+        loss = config.landmark_weight * ((posed[:, self.keypoints, :2] - target) / spread
+                                         ).square().sum(-1).mean()
+        photo = torch.full((), float("nan"))
+        if images is not None:
+            photo = self.photometric(posed, c, images)
+            loss = loss + config.photo_weight * photo
+        loss = loss + config.id_reg * c["identity"].square().sum() + config.exp_reg * (
+            c["expression"].square().sum(1).mean()) + config.tex_reg * c["albedo"].square().sum()
+        return loss, float(photo.detach()) / 3
+
+    def photometric(self, posed: torch.Tensor, c: Coefficients,
+                    images: torch.Tensor) -> torch.Tensor:
+        """Mean L1 colour error between the shaded mesh and (B, H', W', 3) frames scaled down
+        from the landmarks' pixels by `images`' width."""
+        albedo = self.mean_tex + (c["albedo"] @ self.tex_base.T).view(-1, 3)
+        normals = vertex_normals(posed, self.triangles)
+        # Winding conventions differ between files and the y flip mirrors the mesh: orient
+        # the normals so that on average they face the camera (the face does, in talking video).
+        normals = normals * torch.sign(normals[..., 2].mean(1, keepdim=True))[..., None]
+        colour = albedo[None] * torch.einsum("nvk,nkc->nvc", sh_basis(normals), c["lighting"])
+        return (_raster_error if self.raster else _vertex_error)(self, posed, normals, colour,
+                                                                  images)
+
+
+def _scaled(posed: torch.Tensor, factor: float) -> torch.Tensor:
+    """Pixel coordinates of an image `factor` times the size (pixel centres stay centres)."""
+    xy = posed[..., :2] * factor + 0.5 * (factor - 1)
+    return torch.cat([xy, posed[..., 2:] * factor], -1)
+
+
+def _raster_error(m: _Model, posed: torch.Tensor, _normals: torch.Tensor, colour: torch.Tensor,
+                  images: torch.Tensor) -> torch.Tensor:
+    assert m.raster is not None
+    dr, context = m.raster
+    height, width = images.shape[1:3]
+    points = _scaled(posed, width / m.source_width)
+    rendered, covered = render_vertex_colours(dr, context, points, m.triangles, colour,
+                                              height, width)
+    error = (rendered - images).abs().sum(-1, keepdim=True) * covered
+    return error.sum() / covered.sum().clamp_min(1.0)
+
+
+def _vertex_error(m: _Model, posed: torch.Tensor, normals: torch.Tensor, colour: torch.Tensor,
+                  images: torch.Tensor) -> torch.Tensor:
+    """Without a rasteriser: each camera-facing vertex against the pixel under it (sampled
+    bilinearly, so it is differentiable)."""
+    height, width = images.shape[1:3]
+    points = _scaled(posed, width / m.source_width)
+    visible = (normals[..., 2] > 0.1).float()
+    grid = torch.stack([points[..., 0] / (width - 1), points[..., 1] / (height - 1)], -1) * 2 - 1
+    observed = F.grid_sample(images.permute(0, 3, 1, 2), grid[:, :, None],
+                             align_corners=True)[..., 0]  # (B, 3, V)
+    error = (colour - observed.transpose(1, 2)).abs().sum(-1)
+    return (error * visible).sum() / visible.sum().clamp_min(1.0)
+
+
+def _renderer(config: FitConfig, device: torch.device) -> str:
+    if config.renderer != "auto":
+        return config.renderer
+    if device.type != "cuda":
+        return "vertices"
+    try:
+        cuda_rasterizer()
+    except RasterUnavailable:
+        return "vertices"
+    return "nvdiffrast"
+
+
+def _initial(model: MorphableModel, target: torch.Tensor) -> Coefficients:
+    """Frontal, scaled and shifted so the mean shape's keypoints cover the landmarks."""
+    dev, n = target.device, len(target)
+    keys = torch.as_tensor(model.mean_shape[model.keypoints, :2], device=dev) * torch.tensor(
+        [1.0, -1.0], device=dev)
     spread = (target - target.mean(1, keepdim=True)).norm(dim=-1).mean(1)
-    key_spread = (key_mean - key_mean.mean(0)).norm(dim=-1).mean()
-    log_scale = (spread / key_spread).log().clone().requires_grad_(True)
-    shift = (target.mean(1) - (spread / key_spread)[:, None] * key_mean.mean(0)).clone()
-    shift.requires_grad_(True)
-    identity = torch.zeros(id_base.shape[1], device=dev, requires_grad=True)
-    albedo = torch.zeros(tex_base.shape[1], device=dev, requires_grad=True)
-    expression = torch.zeros(n, exp_base.shape[1], device=dev, requires_grad=True)
-    axis_angle = torch.full((n, 3), 1e-4, device=dev, requires_grad=True)
+    key_spread = (keys - keys.mean(0)).norm(dim=-1).mean()
+    scale = spread / key_spread
     lighting = torch.zeros(n, 9, 3, device=dev)
     lighting[:, 0] = 0.8
-    lighting.requires_grad_(True)
-    optimiser = torch.optim.Adam(
-        [log_scale, shift, identity, albedo, expression, axis_angle, lighting], lr=config.lr)
+    return {
+        "identity": torch.zeros(model.id_base.shape[1], device=dev),
+        "albedo": torch.zeros(model.tex_base.shape[1], device=dev),
+        "expression": torch.zeros(n, model.exp_base.shape[1], device=dev),
+        "axis_angle": torch.full((n, 3), 1e-4, device=dev),
+        "log_scale": scale.log(),
+        "shift": target.mean(1) - scale[:, None] * keys.mean(0),
+        "lighting": lighting,
+    }
 
-    def pose(vertices: torch.Tensor) -> torch.Tensor:
-        rotated = vertices @ rodrigues(axis_angle).transpose(1, 2)
-        flip = torch.tensor([1.0, -1.0, 1.0], device=dev)  # model y up -> image y down
-        projected = rotated * flip * log_scale.exp()[:, None, None]
-        return projected + torch.cat([shift, torch.zeros(n, 1, device=dev)], 1)[:, None]
 
-    def shape() -> torch.Tensor:
-        offsets = identity @ id_base.T + expression @ exp_base.T  # (N, 3V)
-        return mean + offsets.view(n, -1, 3)
-
-    for _ in range(config.iterations):
+def _optimise(m: _Model, coefficients: Coefficients, frames: torch.Tensor,
+              target: torch.Tensor, spread: float, images: torch.Tensor | None,
+              iterations: int, config: FitConfig, shared: bool) -> float:
+    """Adam on the given frames' coefficients (and the shared ones when `shared`), written
+    back in place; the last step's photometric error."""
+    trainable = {k: coefficients[k][frames].clone() for k in PER_FRAME}
+    if shared:
+        trainable |= {k: coefficients[k].clone() for k in SHARED}
+    fixed = {k: coefficients[k] for k in SHARED if not shared}
+    for tensor in trainable.values():
+        tensor.requires_grad_(True)
+    optimiser = torch.optim.Adam(trainable.values(), lr=config.lr)
+    photo = float("nan")
+    for _ in range(iterations):
         optimiser.zero_grad()
-        posed = pose(shape())
-        scale_px = spread.mean()
-        loss = config.landmark_weight * ((posed[:, keypoints, :2] - target) / scale_px
-                                         ).square().sum(-1).mean()
-        if images is not None:
-            loss = loss + config.photo_weight * _photometric(
-                posed, triangles, mean_tex + (albedo @ tex_base.T).view(-1, 3), lighting, images)
-        loss = loss + config.id_reg * identity.square().sum() + config.exp_reg * (
-            expression.square().sum(1).mean()) + config.tex_reg * albedo.square().sum()
+        loss, photo = m.loss(trainable | fixed, target[frames], spread, images, config)
         loss.backward()
         optimiser.step()
-
     with torch.no_grad():
-        posed = pose(shape())
-        rmse = float((posed[:, keypoints, :2] - target).square().sum(-1).mean().sqrt())
-        photo = None if images is None else float(_photometric(
-            posed, triangles, mean_tex + (albedo @ tex_base.T).view(-1, 3), lighting, images)) / 3
+        for key, tensor in trainable.items():
+            if key in SHARED:
+                coefficients[key] = tensor.detach()
+            else:
+                coefficients[key][frames] = tensor.detach()
+    return photo
+
+
+def _fit(model: MorphableModel, landmarks: np.ndarray, frames: np.ndarray | None,
+         landmark_width: int, config: FitConfig, device: torch.device) -> FitResult:
+    target = torch.as_tensor(landmarks, dtype=torch.float32, device=device)
+    n = len(target)
+    everything = torch.arange(n, device=device)
+    spread = float((target - target.mean(1, keepdim=True)).norm(dim=-1).mean())
+    coefficients = _initial(model, target)
+    # Landmarks first, on every frame at once: only the 68 keypoints of the model are needed.
+    coarse = _Model(_keypoints_only(model), device)
+    _optimise(coarse, coefficients, everything, target, spread, None, config.iterations,
+              config, shared=True)
+    photo: float | None = None
+    renderer = None
+    if frames is not None:
+        renderer = _renderer(config, device)
+        full = _Model(model, device, renderer, source_width=landmark_width)
+        photo = _photometric_fit(full, coefficients, target, spread, frames, config)
+    with torch.no_grad():
+        keypoints = coarse.posed(coefficients)
+        rmse = float((keypoints[..., :2] - target).square().sum(-1).mean().sqrt())
+        values = {k: v.cpu().numpy() for k, v in coefficients.items()}
         return FitResult(
-            identity=identity.cpu().numpy(), albedo=albedo.cpu().numpy(),
-            expression=expression.cpu().numpy(), rotation=rodrigues(axis_angle).cpu().numpy(),
-            scale=log_scale.exp().cpu().numpy(), shift=shift.cpu().numpy(),
-            lighting=lighting.cpu().numpy(), landmark_rmse_px=rmse,
-            vertices_px=posed.cpu().numpy(), photometric_error=photo,
+            identity=values["identity"], albedo=values["albedo"],
+            expression=values["expression"],
+            rotation=rodrigues(coefficients["axis_angle"]).cpu().numpy(),
+            scale=np.exp(values["log_scale"]), shift=values["shift"],
+            lighting=values["lighting"], landmark_rmse_px=rmse,
+            keypoints_px=keypoints.cpu().numpy(), photometric_error=photo, renderer=renderer,
         )
+
+
+def _photometric_fit(m: _Model, coefficients: Coefficients, target: torch.Tensor,
+                     spread: float, frames: np.ndarray, config: FitConfig) -> float:
+    """Identity and albedo from frames spread over the clip, then every frame in batches;
+    the mean photometric error of the final steps."""
+    n = len(target)
+    spaced = np.unique(np.linspace(0, n - 1, min(n, config.identity_frames)).round().astype(int))
+    chosen = torch.as_tensor(spaced, device=m.device)
+    _optimise(m, coefficients, chosen, target, spread, _photo_images(frames, spaced, m, config),
+              config.identity_iterations, config, shared=True)
+    errors = []
+    for start in range(0, n, config.batch_frames):
+        batch = np.arange(start, min(n, start + config.batch_frames))
+        images = _photo_images(frames, batch, m, config)
+        error = _optimise(m, coefficients, torch.as_tensor(batch, device=m.device), target,
+                          spread, images, config.photo_iterations, config, shared=False)
+        errors.append((error, len(batch)))
+    return sum(e * count for e, count in errors) / n
+
+
+def _photo_images(frames: np.ndarray, index: np.ndarray, m: _Model,
+                  config: FitConfig) -> torch.Tensor:
+    """(B, H', W', 3) float frames at the photometric term's size, on the fit's device."""
+    images = torch.as_tensor(np.asarray(frames[index]), device=m.device).float() / 255
+    height, width = images.shape[1:3]
+    size = min(config.photo_size, width)
+    if size == width:
+        return images
+    scaled = F.interpolate(images.permute(0, 3, 1, 2), size=(round(height * size / width), size),
+                           mode="area")
+    return scaled.permute(0, 2, 3, 1).contiguous()
 
 
 def _keypoints_only(model: MorphableModel) -> MorphableModel:
@@ -234,20 +399,3 @@ def _keypoints_only(model: MorphableModel) -> MorphableModel:
         tex_base=model.tex_base[rows], triangles=np.zeros((0, 3), np.int64),
         keypoints=np.arange(len(model.keypoints)),
     )
-
-
-def _photometric(posed: torch.Tensor, triangles: torch.Tensor, albedo: torch.Tensor,
-                 lighting: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-    """Mean |shaded vertex colour - frame colour under it| over vertices facing the camera."""
-    normals = vertex_normals(posed, triangles)
-    # Winding conventions differ between files and the y flip mirrors the mesh: orient the
-    # normals so that on average they face the camera (the face does, in talking video).
-    normals = normals * torch.sign(normals[..., 2].mean(1, keepdim=True))[..., None]
-    visible = (normals[..., 2] > 0.1).float()
-    shading = torch.einsum("nvk,nkc->nvc", sh_basis(normals), lighting)
-    colour = albedo[None] * shading
-    height, width = images.shape[2:]
-    grid = torch.stack([posed[..., 0] / (width - 1), posed[..., 1] / (height - 1)], -1) * 2 - 1
-    observed = F.grid_sample(images, grid[:, :, None], align_corners=True)[..., 0]  # (N, 3, V)
-    error = (colour - observed.transpose(1, 2)).abs().sum(-1)
-    return (error * visible).sum() / visible.sum().clamp_min(1.0)
