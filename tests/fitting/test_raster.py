@@ -12,7 +12,7 @@ import torch
 
 from facespeech.preprocess import raster
 from facespeech.preprocess.bfm import FitConfig, fit_3dmm, load_bfm
-from tests.preprocess.test_bfm_fit import _write_model
+from tests.fitting.bfm_file import write_model as _write_model
 
 
 def test_the_plugin_nvdiffrast_builds_is_importable(tmp_path: Path,
