@@ -17,8 +17,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
-
 from facespeech.localstack import new_api_key, start_serve, wait_ready
 
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -89,6 +87,8 @@ def free_port() -> int:
 @contextlib.contextmanager
 def postgres_server(broker_url: str, api_workers: int = 1, **settings: str) -> Iterator[Server]:
     name = f"facespeech_bench_{uuid.uuid4().hex[:8]}"
+    import psycopg  # here: the render bench uses this module where PostgreSQL is absent
+
     admin = psycopg.connect(POSTGRES_ADMIN, autocommit=True)
     admin.execute(f'CREATE DATABASE "{name}"')
     data_dir = Path(tempfile.mkdtemp(prefix="facespeech-bench-"))

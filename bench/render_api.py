@@ -9,6 +9,10 @@ job `succeeded` (the video stored, its link signed), and the job's own timestamp
 into waiting in the queue, the task itself, and what is left (upload and polling).
 
     python -m bench.render_api VIDEO --seconds 60 --preset fast --renders 3 --out OUT
+
+VIDEO may also be a dataset archive in the layout of DESIGN.md (what the API accepts too):
+on a machine without MediaPipe (the GPU device) the bench uploads one made elsewhere. `--audio`
+renders a given file instead of the shared voices.
 """
 
 from __future__ import annotations
@@ -82,6 +86,8 @@ def main(
     overrides: Annotated[str, typer.Option(help="training overrides as JSON")] = "{}",
     renders: int = 3,
     out: Annotated[Path | None, typer.Option(help="keep the data dir and the last video")] = None,
+    audio: Annotated[Path | None, typer.Option(help="speech to render (default: the shared "
+                                                    "voices, `seconds` long)")] = None,
 ) -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="facespeech-render-api-")) if out is None else out
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -106,7 +112,7 @@ def main(
         print(json.dumps({"bench": "render_api_train", "preset": preset,
                           "wall_s": round(time.perf_counter() - started, 1),
                           "metrics": trained["metrics"]}), flush=True)
-        audio = speech(seconds, data_dir / f"speech_{seconds:g}s.wav")
+        audio = audio or speech(seconds, data_dir / f"speech_{seconds:g}s.wav")
         for index in range(renders):
             result = _timed_render(client, trained["model_id"], audio)
             if out is not None and index == renders - 1:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import mediapipe as mp
 import numpy as np
 
 from facespeech.errors import InputError
@@ -17,6 +16,10 @@ class FaceTracker:
     """FaceMesh in video mode (tracks between frames, detects when it loses the face)."""
 
     def __init__(self, max_faces: int = 2) -> None:
+        # imported here: importing a finished dataset archive (a GPU worker without
+        # MediaPipe) uses this module's geometry helpers, not the tracker
+        import mediapipe as mp
+
         self._mesh = mp.solutions.face_mesh.FaceMesh(
             static_image_mode=False,
             max_num_faces=max_faces,
