@@ -172,7 +172,8 @@ def _overlay(model: MorphableModel, fit: FitResult, crops: np.ndarray, frames: l
 
 @app.command()
 def fit(work: Path, out: Path, seconds: float = 180.0, fps: float = 25.0, levels: int = 3,
-        photo_size: int = 224) -> None:
+        photo_size: int = 224, landmark_weight: float = FitConfig.landmark_weight,
+        name: str = "bfm_fit") -> None:
     """The timed fit of the looped clip; summary JSON and an overlay PNG in OUT."""
     out.mkdir(parents=True, exist_ok=True)
     info = json.loads((work / "info.json").read_text())
@@ -184,7 +185,7 @@ def fit(work: Path, out: Path, seconds: float = 180.0, fps: float = 25.0, levels
         "*.jpg"))])
     landmarks = np.load(work / "landmarks68.npy")
     index = np.arange(int(seconds * fps)) % len(crops)
-    config = FitConfig(photo_size=photo_size)
+    config = FitConfig(photo_size=photo_size, landmark_weight=landmark_weight)
     started = time.perf_counter()
     raster.cuda_rasterizer()  # the plugin's one-time build (cached after the first run)
     fit_3dmm(model, landmarks[:4], crops[:4], FitConfig(iterations=2, identity_iterations=2,
@@ -208,10 +209,10 @@ def fit(work: Path, out: Path, seconds: float = 180.0, fps: float = 25.0, levels
         "config": config.__dict__,
     }
     print(json.dumps(summary, indent=2))
-    (out / "bfm_fit_summary.json").write_text(json.dumps(summary, indent=2))
+    (out / f"{name}_summary.json").write_text(json.dumps(summary, indent=2))
     shown = [0, len(crops) // 3, 2 * len(crops) // 3, len(crops) - 1]
     grid = _overlay(model, result, crops, shown, info["image_size"])
-    cv2.imwrite(str(out / "bfm_fit_overlay.png"), grid[..., ::-1])
+    cv2.imwrite(str(out / f"{name}_overlay.png"), grid[..., ::-1])
 
 
 if __name__ == "__main__":
