@@ -39,6 +39,8 @@ def test_the_plugin_nvdiffrast_builds_is_importable(tmp_path: Path,
     monkeypatch.setattr(cpp_extension, "_import_module_from_library", not_built_yet)
     monkeypatch.setattr(cpp_extension, "load", fake_build)
     monkeypatch.setattr(ops, "_cached_plugin", {})
+    # the real plugin may be loaded already (GPU tests in the same run): set it aside
+    monkeypatch.delitem(sys.modules, raster.plugin_name(), raising=False)
     try:
         plugin = ops._get_plugin()
     finally:
