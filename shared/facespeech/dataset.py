@@ -6,7 +6,8 @@
     masks/<person>/00001.png         face-region mask in crop pixels (uint8, 255 = face)
     semantic/<person>/00001.png      (optional) label map in crop pixels: LABEL_* below
     metadata/poses.json              per frame: rotation, translation, focal, crop box
-    metadata/expressions.json        per frame: blink, mouth opening, expression code
+    metadata/expressions.json        per frame: blink, mouth opening, expression code (and
+                                     the 3DMM expression coefficients when fitted: bfm)
     metadata/landmarks.json          per frame: 2D (+3D) landmarks in crop pixels
     metadata/landmarks3d/<person>.npy  (optional) float32 (frames, K, 3) landmarks in crop
                                      pixels (z: relative depth, same scale), poses.json order
@@ -53,6 +54,8 @@ class FrameExpression:
     blink: float  # 0 open .. 1 closed
     mouth_open: float  # inner-lip gap / face height
     code: list[float] = field(default_factory=list)  # compact expression code
+    # Basel Face Model expression coefficients, when the 3DMM was fitted (preprocess.bfm)
+    bfm: list[float] | None = None
 
 
 @dataclass
@@ -118,9 +121,8 @@ def write_metadata(root: Path, info: DatasetInfo, tracks: list[PersonTrack]) -> 
     meta = root / "metadata"
     _write_json(meta / "info.json", asdict(info))
     _write_json(meta / "poses.json", {t.person: [asdict(p) for p in t.poses] for t in tracks})
-    _write_json(
-        meta / "expressions.json", {t.person: [asdict(e) for e in t.expressions] for t in tracks}
-    )
+    _write_json(meta / "expressions.json",
+                {t.person: [_expression_json(e) for e in t.expressions] for t in tracks})
     _write_json(meta / "landmarks.json", {t.person: _rounded(t.landmarks) for t in tracks})
     for track in tracks:
         if track.landmarks_3d is not None:
@@ -133,6 +135,18 @@ def write_metadata(root: Path, info: DatasetInfo, tracks: list[PersonTrack]) -> 
         meta / "split.json",
         {t.person: {"train": t.train_frames, "held_out": t.held_out_frames} for t in tracks},
     )
+
+
+def _expression_json(expression: FrameExpression) -> dict[str, Any]:
+    return {k: v for k, v in asdict(expression).items() if v is not None}
+
+
+def update_expressions(root: Path, person: str, expressions: list[FrameExpression]) -> None:
+    """Replace one person's expressions.json entries (the others stay as written)."""
+    path = root / "metadata" / "expressions.json"
+    everyone = json.loads(path.read_text())
+    everyone[person] = [_expression_json(e) for e in expressions]
+    _write_json(path, everyone)
 
 
 def _rounded(landmarks: list[list[list[float]]] | np.ndarray) -> list[list[list[float]]]:

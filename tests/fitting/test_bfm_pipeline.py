@@ -34,8 +34,11 @@ def _synthetic_track(root: Path, model_path: Path, frames: int = 4) -> dataset.P
         path.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(path), image)
         poses.append(dataset.FramePose(frame, np.eye(3).tolist(), [0, 0, 1], SIZE, [0, 0, SIZE]))
-    return dataset.PersonTrack("p0", "clip", poses, [], landmarks_3d[..., :2], [1, 2, 3], [4],
-                               landmarks_3d=landmarks_3d)
+    expressions = [dataset.FrameExpression(p.frame, 0.0, 0.0) for p in poses]
+    track = dataset.PersonTrack("p0", "clip", poses, expressions, landmarks_3d[..., :2],
+                                [1, 2, 3], [4], landmarks_3d=landmarks_3d)
+    dataset.write_metadata(root, dataset.DatasetInfo(25, SIZE, ["p0"], {"p0": "clip"}), [track])
+    return track
 
 
 def _job(root: Path, model_path: Path) -> pipeline._Run:
@@ -62,3 +65,5 @@ def test_the_pipeline_stage_fits_with_nvdiffrast_on_the_gpu(tmp_path: Path) -> N
     with np.load(dataset.bfm_path(tmp_path, "p0")) as saved:
         assert saved["lighting"].shape == (4, 9, 3) and np.isfinite(saved["lighting"]).all()
         assert saved["frames"].tolist() == [1, 2, 3, 4]
+    (written,) = dataset.read_tracks(tmp_path)
+    assert [len(e.bfm or []) for e in written.expressions] == [6] * 4

@@ -73,9 +73,11 @@ def test_pipeline_stores_bfm_coefficients_per_frame(aoc_run: tuple, tmp_path: Pa
     root = aoc_run[0]
     (track,) = dataset.read_tracks(root)
     track.poses = track.poses[:25]  # a second of frames is enough to check the plumbing
+    track.expressions = track.expressions[:25]
     landmarks_3d = dataset.read_landmarks_3d(root, "p0")
     assert landmarks_3d is not None
     track.landmarks_3d = landmarks_3d[:25]
+    dataset.write_metadata(tmp_path, dataset.read_info(root), [track])  # the shared run stays
     config = replace(SMALL, bfm_model=str(_write_model(tmp_path / "BFM09_model_info.mat")))
     job = pipeline._Run(Path("clip.mp4"), tmp_path, config, no_progress, never_stop)
     pipeline._fit_bfm(job, track)
@@ -83,3 +85,7 @@ def test_pipeline_stores_bfm_coefficients_per_frame(aoc_run: tuple, tmp_path: Pa
         assert saved["expression"].shape == (25, 6) and saved["identity"].shape == (10,)
         assert saved["frames"].tolist() == [p.frame for p in track.poses]
     assert job.checks[-1].name == "bfm_fit"
+    # the coefficients join the expression codes in expressions.json
+    written = dataset.read_tracks(tmp_path)[0].expressions
+    assert len(written) == 25 and all(len(e.bfm or []) == 6 for e in written)
+    assert written[3].code == track.expressions[3].code

@@ -411,6 +411,9 @@ def _fit_bfm(job: _Run, track: dataset.PersonTrack) -> None:
     np.savez(path, frames=[p.frame for p in track.poses], identity=fit.identity,
              albedo=fit.albedo, expression=fit.expression, rotation=fit.rotation,
              scale=fit.scale, shift=fit.shift, lighting=fit.lighting)
+    for expression, coefficients in zip(track.expressions, fit.expression, strict=True):
+        expression.bfm = np.round(coefficients, 4).tolist()
+    dataset.update_expressions(job.out_dir, track.person, track.expressions)
     photometric = ("" if fit.photometric_error is None else
                    f", photometric error {fit.photometric_error:.3f} ({fit.renderer})")
     job.passed("bfm_fit", f"landmark RMSE {fit.landmark_rmse_px:.2f} px{photometric}")
