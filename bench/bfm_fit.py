@@ -36,8 +36,7 @@ from facespeech.preprocess.bfm import (
     MorphableModel,
     fit_3dmm,
     load_bfm,
-    sh_basis,
-    vertex_normals,
+    shade,
 )
 
 app = typer.Typer(add_completion=False)
@@ -156,10 +155,8 @@ def _overlay(model: MorphableModel, fit: FitResult, crops: np.ndarray, frames: l
     for frame in frames:
         points = torch.as_tensor(fit.vertices_px(model, frame), device="cuda")[None]
         points = torch.cat([points[..., :2] * factor + 0.5 * (factor - 1), points[..., 2:]], -1)
-        normals = vertex_normals(points, triangles)
-        normals = normals * torch.sign(normals[..., 2].mean(1, keepdim=True))[..., None]
         lighting = torch.as_tensor(fit.lighting[frame], device="cuda")[None]
-        colour = albedo[None] * torch.einsum("nvk,nkc->nvc", sh_basis(normals), lighting)
+        _, colour = shade(points, triangles, albedo, lighting)
         image, covered = raster.render_vertex_colours(dr, context, points, triangles,
                                                       colour.clamp(0, 1), CROP, CROP)
         mesh = (image[0].cpu().numpy() * 255).astype(np.uint8)

@@ -229,13 +229,20 @@ class _Model:
         """Mean L1 colour error between the shaded mesh and (B, H', W', 3) frames scaled down
         from the landmarks' pixels by `images`' width."""
         albedo = self.mean_tex + (c["albedo"] @ self.tex_base.T).view(-1, 3)
-        normals = vertex_normals(posed, self.triangles)
-        # Winding conventions differ between files and the y flip mirrors the mesh: orient
-        # the normals so that on average they face the camera (the face does, in talking video).
-        normals = normals * torch.sign(normals[..., 2].mean(1, keepdim=True))[..., None]
-        colour = albedo[None] * torch.einsum("nvk,nkc->nvc", sh_basis(normals), c["lighting"])
+        normals, colour = shade(posed, self.triangles, albedo, c["lighting"])
         return (_raster_error if self.raster else _vertex_error)(self, posed, normals, colour,
                                                                   images)
+
+
+def shade(posed: torch.Tensor, triangles: torch.Tensor, albedo: torch.Tensor,
+          lighting: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, V, 3) posed vertices -> camera-facing unit normals and shaded vertex colours under
+    (B, 9, 3) spherical-harmonics lighting of a (V, 3) albedo in 0..1."""
+    normals = vertex_normals(posed, triangles)
+    # Winding conventions differ between files and the y flip mirrors the mesh: orient the
+    # normals so that on average they face the camera (the face does, in talking video).
+    normals = normals * torch.sign(normals[..., 2].mean(1, keepdim=True))[..., None]
+    return normals, albedo[None] * torch.einsum("nvk,nkc->nvc", sh_basis(normals), lighting)
 
 
 def _scaled(posed: torch.Tensor, factor: float) -> torch.Tensor:
