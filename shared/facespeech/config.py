@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # BFM09_model_info.mat on the preprocess worker (users supply it): fit the Basel Face
+    # Model to every dataset (photometric with nvdiffrast on a GPU). Empty: no 3DMM fit.
+    bfm_model: str = ""
     # Signs the download links of the local store; set it in any shared deployment.
     secret_key: str = "dev-insecure-change-me"
     public_url: str = "http://127.0.0.1:8000"

@@ -219,7 +219,9 @@ def _preprocess_into_store(job: Job, scratch: Path, dataset: Dataset) -> None:
         if dataset.source_kind == "archive":
             report = preprocess.import_archive(source, out_dir)
         else:
-            report = preprocess.run(source, out_dir, on_progress=reporter, should_stop=should_stop)
+            config = preprocess.PreprocessConfig(bfm_model=get_settings().bfm_model or None)
+            report = preprocess.run(source, out_dir, config, on_progress=reporter,
+                                    should_stop=should_stop)
     except InputError as error:
         _set_dataset(dataset.id, status=DatasetStatus.failed, error=str(error))
         raise
