@@ -17,6 +17,7 @@ import pytest
 
 from facespeech.localstack import new_api_key, start_serve, wait_ready
 from tests.conftest import free_port
+from tests.fitting.bfm_file import write_model
 
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/13"
@@ -65,7 +66,11 @@ def _stop(stack: Stack) -> None:
 def embedded_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("embedded")
     port = free_port()
-    stack = _start(_base_env(root / "data", port), port, root / "server.log")
+    env = _base_env(root / "data", port)
+    # every video these flows upload is also fitted with a (synthetic) Basel Face Model, as
+    # it is where an operator supplies the file
+    env["FACESPEECH_BFM_MODEL"] = str(write_model(root / "BFM09_model_info.mat"))
+    stack = _start(env, port, root / "server.log")
     yield stack
     _stop(stack)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import tarfile
 from pathlib import Path
 
 import av
@@ -88,6 +90,15 @@ def test_generated_sample_end_to_end(embedded_stack: Stack, tmp_path: Path) -> N
 def test_real_clip_end_to_end(embedded_stack: Stack, tmp_path: Path) -> None:
     client = Client(embedded_stack.base_url, embedded_stack.api_key)
     model = _train(client, shared_file("video/hdtf_aoc_8s.mp4"), FAST_TRAINING)
+    # the worker fitted the operator's Basel Face Model (FACESPEECH_BFM_MODEL) into the dataset
+    store = Path(embedded_stack.env["FACESPEECH_DATA_DIR"])
+    (processed,) = [p for p in store.rglob("processed.tar") if model["dataset_id"] in p.parts]
+    with tarfile.open(processed) as archive:
+        names = archive.getnames()
+        expressions = json.load(archive.extractfile(  # type: ignore[arg-type]
+            next(n for n in names if n.endswith("metadata/expressions.json"))))
+    assert any(n.endswith("metadata/bfm/p0.npz") for n in names)
+    assert all(len(e["bfm"]) == 6 for e in expressions["p0"])
     _render(client, model, shared_file("audio/en_radio31.wav"), tmp_path / "out.mp4")
 
 
