@@ -141,14 +141,6 @@ def _expression_json(expression: FrameExpression) -> dict[str, Any]:
     return {k: v for k, v in asdict(expression).items() if v is not None}
 
 
-def update_expressions(root: Path, person: str, expressions: list[FrameExpression]) -> None:
-    """Replace one person's expressions.json entries (the others stay as written)."""
-    path = root / "metadata" / "expressions.json"
-    everyone = json.loads(path.read_text())
-    everyone[person] = [_expression_json(e) for e in expressions]
-    _write_json(path, everyone)
-
-
 def _rounded(landmarks: list[list[list[float]]] | np.ndarray) -> list[list[list[float]]]:
     if isinstance(landmarks, np.ndarray):  # numpy rounds millions of values far faster
         return np.round(landmarks.astype(np.float64), 2).tolist()  # type: ignore[no-any-return]

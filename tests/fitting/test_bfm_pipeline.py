@@ -35,10 +35,8 @@ def _synthetic_track(root: Path, model_path: Path, frames: int = 4) -> dataset.P
         cv2.imwrite(str(path), image)
         poses.append(dataset.FramePose(frame, np.eye(3).tolist(), [0, 0, 1], SIZE, [0, 0, SIZE]))
     expressions = [dataset.FrameExpression(p.frame, 0.0, 0.0) for p in poses]
-    track = dataset.PersonTrack("p0", "clip", poses, expressions, landmarks_3d[..., :2],
-                                [1, 2, 3], [4], landmarks_3d=landmarks_3d)
-    dataset.write_metadata(root, dataset.DatasetInfo(25, SIZE, ["p0"], {"p0": "clip"}), [track])
-    return track
+    return dataset.PersonTrack("p0", "clip", poses, expressions, landmarks_3d[..., :2],
+                               [1, 2, 3], [4], landmarks_3d=landmarks_3d)
 
 
 def _job(root: Path, model_path: Path) -> pipeline._Run:
@@ -61,6 +59,8 @@ def test_the_pipeline_stage_fits_with_nvdiffrast_on_the_gpu(tmp_path: Path) -> N
     track = _synthetic_track(tmp_path, model_path)
     job = _job(tmp_path, model_path)
     pipeline._fit_bfm(job, track)
+    dataset.write_metadata(tmp_path, dataset.DatasetInfo(25, SIZE, ["p0"], {"p0": "clip"}),
+                           [track])  # as the pipeline does after the fit
     assert job.checks[-1].name == "bfm_fit" and "nvdiffrast" in job.checks[-1].detail
     with np.load(dataset.bfm_path(tmp_path, "p0")) as saved:
         assert saved["lighting"].shape == (4, 9, 3) and np.isfinite(saved["lighting"]).all()

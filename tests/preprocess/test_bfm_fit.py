@@ -77,10 +77,10 @@ def test_pipeline_stores_bfm_coefficients_per_frame(aoc_run: tuple, tmp_path: Pa
     landmarks_3d = dataset.read_landmarks_3d(root, "p0")
     assert landmarks_3d is not None
     track.landmarks_3d = landmarks_3d[:25]
-    dataset.write_metadata(tmp_path, dataset.read_info(root), [track])  # the shared run stays
     config = replace(SMALL, bfm_model=str(_write_model(tmp_path / "BFM09_model_info.mat")))
     job = pipeline._Run(Path("clip.mp4"), tmp_path, config, no_progress, never_stop)
     pipeline._fit_bfm(job, track)
+    dataset.write_metadata(tmp_path, dataset.read_info(root), [track])  # as the pipeline does
     with np.load(dataset.bfm_path(tmp_path, "p0")) as saved:
         assert saved["expression"].shape == (25, 6) and saved["identity"].shape == (10,)
         assert saved["frames"].tolist() == [p.frame for p in track.poses]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Literal
 
 import numpy as np
@@ -188,8 +189,8 @@ Coefficients = dict[str, torch.Tensor]
 class _Model:
     """The morphable model's tensors on one device, and the pieces of the fit's loss."""
 
-    def __init__(self, model: MorphableModel, device: torch.device, renderer: str = "vertices",
-                 source_width: int = 0) -> None:
+    def __init__(self, model: MorphableModel, device: torch.device,
+                 raster: tuple[ModuleType, object] | None = None, source_width: int = 0) -> None:
         tensor = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
         self.device = device
         self.mean, self.id_base = tensor(model.mean_shape), tensor(model.id_base)
@@ -197,7 +198,7 @@ class _Model:
         self.mean_tex, self.tex_base = tensor(model.mean_tex) / 255, tensor(model.tex_base) / 255
         self.triangles = torch.as_tensor(model.triangles, device=device)
         self.keypoints = torch.as_tensor(model.keypoints, device=device)
-        self.raster = cuda_rasterizer() if renderer == "nvdiffrast" else None
+        self.raster = raster  # nvdiffrast and its context; None: vertex sampling
         self.source_width = source_width  # of the frames the landmarks are in
 
     def posed(self, c: Coefficients) -> torch.Tensor:
@@ -211,18 +212,18 @@ class _Model:
         return projected + shift[:, None]
 
     def loss(self, c: Coefficients, target: torch.Tensor, spread: float,
-             images: torch.Tensor | None, config: FitConfig) -> tuple[torch.Tensor, float]:
-        """(total loss, photometric error or nan) for one batch of frames."""
+             images: torch.Tensor | None, config: FitConfig) -> tuple[torch.Tensor, torch.Tensor]:
+        """(total loss, photometric error or nan, detached) for one batch of frames."""
         posed = self.posed(c)
         loss = config.landmark_weight * ((posed[:, self.keypoints, :2] - target) / spread
                                          ).square().sum(-1).mean()
-        photo = torch.full((), float("nan"))
+        photo = torch.full((), float("nan"), device=self.device)
         if images is not None:
             photo = self.photometric(posed, c, images)
             loss = loss + config.photo_weight * photo
         loss = loss + config.id_reg * c["identity"].square().sum() + config.exp_reg * (
             c["expression"].square().sum(1).mean()) + config.tex_reg * c["albedo"].square().sum()
-        return loss, float(photo.detach()) / 3
+        return loss, photo.detach() / 3
 
     def photometric(self, posed: torch.Tensor, c: Coefficients,
                     images: torch.Tensor) -> torch.Tensor:
@@ -277,16 +278,16 @@ def _vertex_error(m: _Model, posed: torch.Tensor, normals: torch.Tensor, colour:
     return (error * visible).sum() / visible.sum().clamp_min(1.0)
 
 
-def _renderer(config: FitConfig, device: torch.device) -> str:
-    if config.renderer != "auto":
-        return config.renderer
-    if device.type != "cuda":
-        return "vertices"
+def _rasterizer(config: FitConfig, device: torch.device) -> tuple[ModuleType, object] | None:
+    """nvdiffrast and a context for the photometric term, or None for vertex sampling."""
+    if config.renderer == "vertices" or (config.renderer == "auto" and device.type != "cuda"):
+        return None
     try:
-        cuda_rasterizer()
+        return cuda_rasterizer()
     except RasterUnavailable:
-        return "vertices"
-    return "nvdiffrast"
+        if config.renderer == "nvdiffrast":
+            raise
+        return None
 
 
 def _initial(model: MorphableModel, target: torch.Tensor) -> Coefficients:
@@ -322,7 +323,7 @@ def _optimise(m: _Model, coefficients: Coefficients, frames: torch.Tensor,
     for tensor in trainable.values():
         tensor.requires_grad_(True)
     optimiser = torch.optim.Adam(trainable.values(), lr=config.lr)
-    photo = float("nan")
+    photo = torch.full((), float("nan"))
     for _ in range(iterations):
         optimiser.zero_grad()
         loss, photo = m.loss(trainable | fixed, target[frames], spread, images, config)
@@ -334,7 +335,7 @@ def _optimise(m: _Model, coefficients: Coefficients, frames: torch.Tensor,
                 coefficients[key] = tensor.detach()
             else:
                 coefficients[key][frames] = tensor.detach()
-    return photo
+    return float(photo)  # read once: a read every step would wait for the GPU every step
 
 
 def _fit(model: MorphableModel, landmarks: np.ndarray, frames: np.ndarray | None,
@@ -351,8 +352,9 @@ def _fit(model: MorphableModel, landmarks: np.ndarray, frames: np.ndarray | None
     photo: float | None = None
     renderer = None
     if frames is not None:
-        renderer = _renderer(config, device)
-        full = _Model(model, device, renderer, source_width=landmark_width)
+        raster = _rasterizer(config, device)
+        renderer = "nvdiffrast" if raster else "vertices"
+        full = _Model(model, device, raster, source_width=landmark_width)
         photo = _photometric_fit(full, coefficients, target, spread, frames, config)
     with torch.no_grad():
         keypoints = coarse.posed(coefficients)

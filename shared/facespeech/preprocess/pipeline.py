@@ -152,6 +152,8 @@ def run(
         track, jitter = _person_track(job, stream)
         others, earlier = _other_persons(job)
         persons = [t.person for t in others] + [config.person]
+        if config.bfm_model:  # before the metadata: its coefficients join expressions.json
+            _fit_bfm(job, track)
         dataset.write_metadata(out_dir, dataset.DatasetInfo(
             fps=dataset.FPS, image_size=config.image_size, persons=persons,
             clips={**(earlier.clips if earlier else {}), config.person: config.clip},
@@ -161,8 +163,6 @@ def run(
             warnings=job.warnings,
         ), [*others, track])
         unseen = _write_plate(job)
-        if config.bfm_model:
-            _fit_bfm(job, track)
     report = PreprocessReport(
         frames=len(stream.kept), fps_in=info.fps, duration_s=info.duration_s,
         dropped_frames=[i + 1 for i in stream.dropped], face_size_px=face_px,
@@ -413,7 +413,6 @@ def _fit_bfm(job: _Run, track: dataset.PersonTrack) -> None:
              scale=fit.scale, shift=fit.shift, lighting=fit.lighting)
     for expression, coefficients in zip(track.expressions, fit.expression, strict=True):
         expression.bfm = np.round(coefficients, 4).tolist()
-    dataset.update_expressions(job.out_dir, track.person, track.expressions)
     photometric = ("" if fit.photometric_error is None else
                    f", photometric error {fit.photometric_error:.3f} ({fit.renderer})")
     job.passed("bfm_fit", f"landmark RMSE {fit.landmark_rmse_px:.2f} px{photometric}")
