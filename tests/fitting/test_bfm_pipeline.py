@@ -8,8 +8,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import scipy.io
 
 from facespeech import dataset
+from facespeech.errors import InputError
 from facespeech.hooks import never_stop, no_progress
 from facespeech.preprocess import pipeline
 from facespeech.preprocess.bfm import MEDIAPIPE_68, load_bfm
@@ -67,3 +69,22 @@ def test_the_pipeline_stage_fits_with_nvdiffrast_on_the_gpu(tmp_path: Path) -> N
         assert saved["frames"].tolist() == [1, 2, 3, 4]
     (written,) = dataset.read_tracks(tmp_path)
     assert [len(e.bfm or []) for e in written.expressions] == [6] * 4
+
+
+@pytest.mark.parametrize("content", [None, b"not a mat file", "wrong keys"])
+def test_a_missing_or_broken_model_file_fails_the_stage_with_a_reason(
+    tmp_path: Path, content: bytes | str | None
+) -> None:
+    good = write_model(tmp_path / "good.mat")
+    track = _synthetic_track(tmp_path, good)
+    broken = tmp_path / "BFM09_model_info.mat"
+    if isinstance(content, bytes):
+        broken.write_bytes(content)
+    elif content == "wrong keys":
+        scipy.io.savemat(broken, {"meanshape": np.zeros((1, 3))})
+    job = _job(tmp_path, broken)
+    with pytest.raises(InputError) as failure:
+        pipeline._fit_bfm(job, track)
+    assert job.checks[-1].name == "bfm_model" and job.checks[-1].status == "fail"
+    assert "BFM09" in str(failure.value) or "mat" in str(failure.value)
+    assert not dataset.bfm_path(tmp_path, "p0").exists()

@@ -57,7 +57,10 @@ def load_bfm(path: Path) -> MorphableModel:
     if not path.is_file():
         raise ValueError(f"{path}: no such file; supply BFM09_model_info.mat (see "
                          "3DMM-Fitting-Pytorch for how to build it from the Basel Face Model)")
-    data = scipy.io.loadmat(str(path))
+    try:
+        data = scipy.io.loadmat(str(path))
+    except (scipy.io.matlab.MatReadError, ValueError, OSError) as error:
+        raise ValueError(f"{path.name}: not a readable .mat file ({error})") from error
     missing = [key for key in REQUIRED_KEYS if key not in data]
     if missing:
         raise ValueError(f"{path.name}: not a BFM09_model_info.mat, keys {missing} are missing")
