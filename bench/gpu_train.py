@@ -69,14 +69,14 @@ def main(
     }
     (out / f"summary_{name}.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
+    state = checkpoints.load(result.checkpoint)  # brought back before anything else can fail
+    state["model"] = {key: value.half() for key, value in state["model"].items()}
+    checkpoints.save_atomic(state, out / f"model_{name}.pt")
     # the harness's PSNR/SSIM protocols and grid; landmarks need MediaPipe, run them where it is
     summary["eval"] = evaluate(result.checkpoint, dataset, landmarks=False,
                                grid=out / f"heldout_{name}.png")
     (out / f"summary_{name}.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary["eval"], indent=2))
-    state = checkpoints.load(result.checkpoint)
-    state["model"] = {key: value.half() for key, value in state["model"].items()}
-    checkpoints.save_atomic(state, out / f"model_{name}.pt")
 
 
 if __name__ == "__main__":

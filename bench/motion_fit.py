@@ -1,14 +1,17 @@
-"""The audio -> motion regressor alone, refitted on a trained model's clip (CPU is enough).
+"""The audio -> motion regressor alone, fitted on a dataset's clip (CPU is enough).
 
-    python -m bench.motion_fit MODEL.pt DATASET --seeds 3 --steps 3000 --smooth 0,1,2
+    python -m bench.motion_fit DATASET --shape lips --seeds 3 --steps 3000 --smooth 0,1,2
+    python -m bench.motion_fit DATASET --checkpoint MODEL.pt   # also score the trained one
 
 The renderer of a motion-driven model follows the tracked codes far better than the
 regressor predicts them (docs/QUALITY.md: 0.84 against 0.60 mouth-opening correlation on the
-obama held-out frames), so the regressor is what limits lip sync. This refits it from
-freshly initialised weights (the renderer untouched) and scores the *held-out* tail without
-rendering: correlation of predicted and tracked mouth opening, and the mean squared error of
-the whole code. Each `--smooth` sigma (frames) also scores the prediction after a zero-phase
-Gaussian over time.
+obama held-out frames), so the regressor is what limits lip sync. This fits it from freshly
+initialised weights (no renderer is trained: the `fast` preset's audio modules, or the
+checkpoint's) and scores the *held-out* tail without rendering: correlation of predicted and
+tracked mouth opening, of each shape component, and the mean squared error of the whole
+code. `--shape` picks the code's shape components (lips: the lip contour without its
+opening; expression: the whole-face code). Each `--smooth` sigma (frames) also scores the
+prediction after a zero-phase Gaussian over time.
 """
 
 from __future__ import annotations
@@ -22,11 +25,19 @@ import torch
 import typer
 from scipy.ndimage import gaussian_filter1d
 
+from facespeech.dataset import load_features, read_tracks
 from facespeech.model import TalkingHead
 from facespeech.quality.evaluate import load_eval_clip, load_model
 from facespeech.quality.metrics import mouth_opening_correlation
 from facespeech.train import TrainConfig
-from facespeech.train.data import ClipTensors, neighbour_windows
+from facespeech.train.data import (
+    ClipTensors,
+    PoseNormaliser,
+    expression_dim_of,
+    lip_dim_of,
+    load_clip,
+    neighbour_windows,
+)
 from facespeech.train.motion import fit_motion
 
 
@@ -42,24 +53,51 @@ def held_out_prediction(model: TalkingHead, clip: ClipTensors,
     return predicted, clip.motion[rows].float().numpy()
 
 
-def scores(predicted: np.ndarray, tracked: np.ndarray) -> dict[str, float]:
+def scores(predicted: np.ndarray, tracked: np.ndarray) -> dict[str, object]:
+    shape_corr = [round(mouth_opening_correlation(predicted[:, i], tracked[:, i]), 3)
+                  for i in range(1, tracked.shape[1])]
     return {"mouth_corr": round(mouth_opening_correlation(predicted[:, 0], tracked[:, 0]), 4),
+            "shape_corr": shape_corr,
             "mse": round(float(((predicted - tracked) ** 2).mean()), 4)}
 
 
-def main(checkpoint: Path, dataset: Path, seeds: int = 3, steps: int = 3000,
-         smooth: str = "0,1,2", overrides: str = "{}") -> None:
+def untrained(dataset: Path, config: TrainConfig) -> tuple[TalkingHead, ClipTensors]:
+    """A fresh model of `config`'s shape and the dataset's clip, set up as training does
+    (pose normaliser and audio statistics from the clip); frames are loaded small, since
+    only the audio and the codes are used."""
+    track = read_tracks(dataset)[0]
+    mel = load_features(dataset, track.person, track.clip)
+    model_config = config.to_model_config(expression_dim_of(track), lip_dim_of(track))
+    finite = mel[np.isfinite(mel)]
+    clip = load_clip(
+        dataset, track, 32, 512, PoseNormaliser.fit(track.poses),
+        (float(finite.mean()), float(finite.std()) + 1e-5), mel, model_config.camera_distance,
+        model_config.expression_dim, model_config.motion_dim, model_config.motion_shape,
+    )
+    return TalkingHead(model_config), clip
+
+
+def main(dataset: Path, checkpoint: Path | None = None, preset: str = "fast",
+         shape: str = "lips", seeds: int = 3, steps: int = 3000, smooth: str = "0,1,2",
+         overrides: str = "{}") -> None:
     device = torch.device("cpu")
-    trained, state = load_model(checkpoint, device)
-    trained = trained.float()
-    clip = load_eval_clip(dataset, state, trained.config)
     sigmas = [float(s) for s in smooth.split(",")]
     result: dict[str, object] = {}
-    predicted, tracked = held_out_prediction(trained, clip, device)
-    result["as_trained"] = {f"smooth_{s:g}": scores(_smoothed(predicted, s), tracked)
-                            for s in sigmas}
-    config = TrainConfig.model_validate({**state["config"], "motion_steps": steps,
-                                         **json.loads(overrides)})
+    if checkpoint is not None:
+        trained, state = load_model(checkpoint, device)
+        trained = trained.float()
+        clip = load_eval_clip(dataset, state, trained.config)
+        predicted, tracked = held_out_prediction(trained, clip, device)
+        result["as_trained"] = {f"smooth_{s:g}": scores(_smoothed(predicted, s), tracked)
+                                for s in sigmas}
+        config = TrainConfig.model_validate({**state["config"], "motion_steps": steps,
+                                             **json.loads(overrides)})
+    else:
+        config = TrainConfig.from_preset(preset, {"motion_shape": shape, "motion_steps": steps,
+                                                  **json.loads(overrides)})
+        trained, clip = untrained(dataset, config)
+        tracked = held_out_prediction(trained, clip, device)[1]
+    result["motion_shape"] = trained.config.motion_shape
     runs = []
     for seed in range(seeds):
         model = copy.deepcopy(trained)

@@ -54,6 +54,8 @@ class FrameExpression:
     blink: float  # 0 open .. 1 closed
     mouth_open: float  # inner-lip gap / face height
     code: list[float] = field(default_factory=list)  # compact expression code
+    # the lips' shape besides their opening (preprocess.pose.lip_codes); older datasets lack it
+    lips: list[float] | None = None
     # Basel Face Model expression coefficients, when the 3DMM was fitted (preprocess.bfm)
     bfm: list[float] | None = None
 

@@ -93,6 +93,11 @@ def test_mouth_and_blink_codes_vary(aoc_run: tuple) -> None:
     blink = np.array([e.blink for e in track.expressions])
     assert mouth.max() > 3 * max(np.percentile(mouth, 10), 1e-3)  # she talks
     assert 0 <= blink.min() and blink.max() <= 1
+    lips = np.array([e.lips for e in track.expressions])
+    assert lips.shape == (len(track.expressions), 8)
+    # the lip code is the shape besides the opening: no linear trace of it is left
+    assert abs(np.corrcoef(lips[:, 0], mouth)[0, 1]) < 0.1
+    assert np.allclose(lips.std(axis=0, ddof=1), 1.0, atol=0.01)
 
 
 def test_progress_runs_through_the_stages(aoc_run: tuple) -> None:

@@ -124,3 +124,32 @@ def test_harness_can_drive_the_renderer_with_the_tracked_codes(synthetic_dataset
     from_tracking, _ = render_held_out(model, clip, torch.device("cpu"), tracked_motion=True)
     assert from_audio.rows == from_tracking.rows
     assert not torch.equal(from_audio.ours_full, from_tracking.ours_full)
+
+
+def test_the_motion_code_takes_its_shape_from_the_lips_when_the_dataset_has_them(
+        synthetic_dataset: Path) -> None:
+    from facespeech.dataset import read_tracks
+    from facespeech.errors import InputError
+    from facespeech.train import TrainConfig
+    from facespeech.train.data import expression_dim_of, lip_dim_of, motion_codes
+
+    (track,) = read_tracks(synthetic_dataset)
+    config = TrainConfig(use_motion=True)
+    dims = expression_dim_of(track), lip_dim_of(track)
+    assert config.to_model_config(*dims).motion_shape == "lips"
+    assert config.to_model_config(dims[0], 0).motion_shape == "expression"  # an older dataset
+    assert TrainConfig(use_motion=True, motion_shape="expression").to_model_config(
+        *dims).motion_shape == "expression"
+    rows = list(range(len(track.poses)))
+    from_lips = motion_codes(track, rows, 2, "lips")
+    from_expression = motion_codes(track, rows, 2, "expression")
+    assert torch.equal(from_lips[:, 0], from_expression[:, 0])  # the opening either way
+    assert not from_lips[:, 1].any()  # the drawn lips have no shape besides their opening
+    assert torch.allclose(from_expression[:, 1], from_expression[:, 0])  # its code is the opening
+    with pytest.raises(InputError, match="motion code has 3 components"):
+        motion_codes(track, rows, 3, "lips")
+
+
+def test_a_checkpoint_from_before_lip_codes_reads_its_motion_code_as_expression() -> None:
+    fields = {k: v for k, v in TINY.__dict__.items() if k != "motion_shape"}
+    assert ModelConfig(**fields).motion_shape == "expression"

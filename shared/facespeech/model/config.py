@@ -19,6 +19,10 @@ class ModelConfig:
     # small regressor trained on its own, and the renderer learns motion -> image from the
     # tracked codes (GeneFace's split): neither can memorise frames through the audio.
     motion_dim: int = 0
+    # Where the motion code's shape components (after the opening) come from: "lips"
+    # (expressions.json "lips", the lip contour without its opening) or "expression" (the
+    # whole-face code; checkpoints from before the lip code have no field and mean this).
+    motion_shape: str = "expression"
     motion_dropout: float = 0.3  # on the audio code before the motion regressor
     # Grey out the reference crop's mouth box before the model sees it: the mouth then has to
     # come from the driver, not from copying the reference frame's (usually closed) lips.

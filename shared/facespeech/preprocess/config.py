@@ -55,6 +55,7 @@ class PreprocessConfig:
     max_av_mismatch_s: float = 1.0
     held_out_fraction: float = 0.1
     expression_dims: int = 16
+    lip_dims: int = 8  # lip-shape components per frame (expressions.json "lips")
     mask_dilate_fraction: float = 0.03  # of image_size
     chunk_frames: int = 64  # progress and stop checks happen between chunks
     contact_sheet_frames: int = 12

@@ -30,7 +30,13 @@ from facespeech.preprocess.audio_features import log_mel, normalise_loudness
 from facespeech.preprocess.config import Check, PreprocessConfig, PreprocessReport
 from facespeech.preprocess.crop import box_origin
 from facespeech.preprocess.plate import background_plate
-from facespeech.preprocess.pose import blink_codes, expression_codes, fit_poses, mouth_opening
+from facespeech.preprocess.pose import (
+    blink_codes,
+    expression_codes,
+    fit_poses,
+    lip_codes,
+    mouth_opening,
+)
 from facespeech.preprocess.report import contact_sheet, write_contact_sheet, write_report
 from facespeech.preprocess.smoothing import landmark_jitter, smooth_landmarks, stillest_segment
 from facespeech.preprocess.stream import WORK_DIR, StreamResult, stream_video
@@ -309,6 +315,7 @@ def _person_track(
     blinks = blink_codes(fit.normalised)
     mouths = mouth_opening(fit.normalised)
     codes = expression_codes(fit.normalised, config.expression_dims)
+    lips = lip_codes(fit.normalised, mouths, config.lip_dims)
     numbers = [i + 1 for i in stream.kept]
     poses = [
         dataset.FramePose(
@@ -325,6 +332,7 @@ def _person_track(
             frame=number, blink=round(float(blinks[slot]), 4),
             mouth_open=round(float(mouths[slot]), 5),
             code=np.round(codes[slot], 4).tolist(),
+            lips=np.round(lips[slot], 4).tolist(),
         )
         for slot, number in enumerate(numbers)
     ]

@@ -20,6 +20,10 @@ LEFT_EYE = (263, 362, (387, 373), (385, 380))
 UPPER_INNER_LIP, LOWER_INNER_LIP = 13, 14
 FOREHEAD, CHIN = 10, 152
 SUBNASALE = 2  # below the nose: the rigid upper face ends here
+# FaceMesh's outer and inner lip contours (40 points): the mouth's shape, and what LMD scores.
+LIP_POINTS = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39,
+              40, 185, 78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13,
+              82, 81, 80, 191]
 MESH_POINTS = 468  # iris points left out of shape fits: they move with gaze, not the head
 # An eye counts as fully closed at this fraction of its open aspect ratio.
 CLOSED_EAR_FRACTION = 0.35
@@ -146,19 +150,40 @@ def mouth_opening(normalised: np.ndarray) -> np.ndarray:
 
 def expression_codes(normalised: np.ndarray, dims: int, max_fit_frames: int = 1000
                      ) -> np.ndarray:
-    """PCA of pose-free mesh landmarks: (N, dims), each component scaled to unit variance.
-
-    The components are found on at most `max_fit_frames` evenly spaced frames (the SVD of
-    every frame of a long clip costs seconds and finds the same directions); all frames are
-    then projected onto them.
-    """
+    """PCA of pose-free mesh landmarks: (N, dims), each component scaled to unit variance."""
     flat = normalised[:, :MESH_POINTS].reshape(len(normalised), -1)
+    return _principal_codes(flat - flat.mean(axis=0), dims, max_fit_frames)
+
+
+def lip_codes(normalised: np.ndarray, opening: np.ndarray, dims: int,
+              max_fit_frames: int = 1000) -> np.ndarray:
+    """The lips' shape besides their opening: (N, dims) unit-variance principal components of
+    the pose-free lip contours, after the part that moves linearly with `opening` is removed.
+
+    Whole-face components (expression_codes) mix the mouth with brows, gaze and pose residue
+    that speech does not predict; and a shape code that also carries the opening would let a
+    renderer open the mouth from components an audio model predicts worse than the opening.
+    """
+    flat = normalised[:, LIP_POINTS].reshape(len(normalised), -1)
     centred = flat - flat.mean(axis=0)
-    step = max(1, -(-len(flat) // max_fit_frames))
+    spread = opening - opening.mean()
+    slope = centred.T @ spread / max(float(spread @ spread), 1e-12)
+    return _principal_codes(centred - np.outer(spread, slope), dims, max_fit_frames)
+
+
+def _principal_codes(centred: np.ndarray, dims: int, max_fit_frames: int) -> np.ndarray:
+    """Project (N, D) centred rows onto their first `dims` principal directions, each scaled
+    to unit variance; missing components (fewer rows than dims) stay zero.
+
+    The directions are found on at most `max_fit_frames` evenly spaced rows (the SVD of every
+    frame of a long clip costs seconds and finds the same directions); all rows are then
+    projected onto them.
+    """
+    step = max(1, -(-len(centred) // max_fit_frames))
     _, singular, vt = np.linalg.svd(centred[::step], full_matrices=False)
     dims_kept = min(dims, len(singular))
     projected = centred @ vt[:dims_kept].T
-    std = projected.std(axis=0, ddof=1) if len(flat) > 1 else np.ones(dims_kept)
-    codes = np.zeros((len(flat), dims), dtype=np.float64)
+    std = projected.std(axis=0, ddof=1) if len(centred) > 1 else np.ones(dims_kept)
+    codes = np.zeros((len(centred), dims), dtype=np.float64)
     codes[:, :dims_kept] = projected / np.maximum(std, 1e-9)
     return codes

@@ -30,6 +30,13 @@ from facespeech.dataset import load_features, read_tracks
 from facespeech.errors import InputError
 from facespeech.model import ModelConfig, TalkingHead
 from facespeech.model.camera import box_masks
+from facespeech.preprocess.pose import (
+    CHIN,
+    FOREHEAD,
+    LIP_POINTS,
+    LOWER_INNER_LIP,
+    UPPER_INNER_LIP,
+)
 from facespeech.quality.lpips import LPIPS
 from facespeech.quality.metrics import mouth_opening_correlation, psnr, ssim
 from facespeech.quality.syncnet import SyncNet, crop_faces, face_crop_boxes, sync_score
@@ -47,11 +54,7 @@ from facespeech.train.distributed import autocast, pick_device
 METHODS = ("ours", "static", "retrieval")
 PROTOCOLS = ("full", "paste_back", "head")
 LMD_SIZE = 512  # LMD is reported in pixels of a 512^2 crop, whatever the model's size
-# MediaPipe FaceMesh: outer and inner lip contours; inner-lip midpoints; forehead and chin.
-MOUTH_LANDMARKS = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0,
-                   37, 39, 40, 185, 78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310,
-                   311, 312, 13, 82, 81, 80, 191]
-UPPER_INNER_LIP, LOWER_INNER_LIP, FOREHEAD, CHIN = 13, 14, 10, 152
+MOUTH_LANDMARKS = LIP_POINTS  # the 40 lip-contour points LMD is measured on
 MAX_LAG = 5  # frames (200 ms at 25 fps) searched for the audio-video offset
 MAX_VOICE_SECONDS = 600.0  # longest voice other_audio_sync decodes (it keeps the first part)
 
@@ -82,7 +85,7 @@ def load_eval_clip(dataset_dir: Path, state: dict, config: ModelConfig) -> ClipT
         dataset_dir, track, config.image_size, data["source_image_size"],
         PoseNormaliser(**data["pose_normaliser"]), (data["audio_mean"], data["audio_std"]),
         load_features(dataset_dir, track.person, track.clip), config.camera_distance,
-        config.expression_dim, config.motion_dim,
+        config.expression_dim, config.motion_dim, config.motion_shape,
     )
     if not clip.held_out_rows:
         raise InputError(f"dataset {dataset_dir} holds no held-out frames (metadata/split.json)")

@@ -25,6 +25,10 @@ class TrainConfig(BaseModel):
     # Expression-code components in the motion code besides mouth opening: the first few
     # principal components are the jaw and lips; the later ones are small and barely audible.
     motion_codes: int = Field(6, ge=0, le=64)
+    # Those components' source: the lip contour's shape without its opening ("lips"; falls
+    # back to "expression" for a dataset preprocessed before lip codes existed) or the
+    # whole-face expression code, which also holds brows, gaze and pose residue.
+    motion_shape: Literal["lips", "expression"] = "lips"
     mask_reference_mouth: bool = False  # see ModelConfig.mask_reference_mouth
     plane_channels: int = Field(16, ge=2, le=128)
     plane_resolution: int = Field(64, ge=8, le=1024)
@@ -79,12 +83,15 @@ class TrainConfig(BaseModel):
         self.to_model_config()  # raises ValueError for impossible size combinations
         return self
 
-    def to_model_config(self, expression_dim: int = 0) -> ModelConfig:
-        """The module shapes; expression_dim (the dataset's code length) sizes the expression
-        input (if use_expression) and the motion code (if use_motion)."""
+    def to_model_config(self, expression_dim: int = 0, lip_dim: int = 0) -> ModelConfig:
+        """The module shapes; expression_dim and lip_dim (the dataset's code lengths) size the
+        expression input (if use_expression) and the motion code (if use_motion)."""
+        shape = self.motion_shape if lip_dim else "expression"
+        shape_dim = lip_dim if shape == "lips" else expression_dim
         return ModelConfig(
             expression_dim=expression_dim if self.use_expression else 0,
-            motion_dim=1 + min(self.motion_codes, expression_dim) if self.use_motion else 0,
+            motion_dim=1 + min(self.motion_codes, shape_dim) if self.use_motion else 0,
+            motion_shape=shape,
             mask_reference_mouth=self.mask_reference_mouth,
             image_size=self.image_size, render_size=self.render_size, audio_dim=self.audio_dim,
             plane_channels=self.plane_channels, plane_resolution=self.plane_resolution,
@@ -102,7 +109,7 @@ class TrainConfig(BaseModel):
 
 SHAPE_FIELDS = (
     "image_size", "render_size", "audio_dim", "use_expression", "use_motion", "motion_codes",
-    "mask_reference_mouth", "plane_channels",
+    "motion_shape", "mask_reference_mouth", "plane_channels",
     "plane_resolution", "hidden", "feature_dim", "samples_per_ray", "upsampler_channels",
 )
 

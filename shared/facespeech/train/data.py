@@ -206,13 +206,27 @@ def expression_dim_of(track: PersonTrack) -> int:
     return lengths.pop() if len(lengths) == 1 else 0
 
 
-def motion_codes(track: PersonTrack, train_rows: list[int], dim: int) -> torch.Tensor:
-    """(N, dim) per-frame mouth-motion targets: [mouth opening, expression code...][:dim],
-    each standardised over the training rows so every component weighs the same."""
+def lip_dim_of(track: PersonTrack) -> int:
+    """Length of the lip-shape code when every frame has one of the same length, else 0
+    (datasets preprocessed before lip codes existed have none)."""
+    lengths = {len(e.lips) if e.lips is not None else 0 for e in track.expressions}
+    return lengths.pop() if len(lengths) == 1 else 0
+
+
+def motion_codes(track: PersonTrack, train_rows: list[int], dim: int,
+                 shape: str = "expression") -> torch.Tensor:
+    """(N, dim) per-frame mouth-motion targets: [mouth opening, shape code...][:dim], the shape
+    code being the lip code or the expression code; each component standardised over the
+    training rows so every component weighs the same."""
     if not dim:
         return torch.zeros(len(track.expressions), 0)
-    raw = np.nan_to_num(np.array([[e.mouth_open, *e.code][:dim] for e in track.expressions],
+    shapes = [(e.lips or []) if shape == "lips" else e.code for e in track.expressions]
+    raw = np.nan_to_num(np.array([[e.mouth_open, *code][:dim]
+                                  for e, code in zip(track.expressions, shapes, strict=True)],
                                  dtype=np.float64))
+    if raw.shape[1] < dim:
+        raise InputError(f"the model's motion code has {dim} components; this dataset's "
+                         f"{shape!r} codes give {raw.shape[1]}")
     fitted = raw[train_rows] if train_rows else raw
     scaled = (raw - fitted.mean(axis=0)) / np.maximum(fitted.std(axis=0), 1e-6)
     return torch.from_numpy(scaled.astype(np.float32))
@@ -244,6 +258,7 @@ def load_clip(
     camera_distance: float,
     expression_dim: int,
     motion_dim: int = 0,
+    motion_shape: str = "expression",
 ) -> ClipTensors:
     frames = [p.frame for p in track.poses]
     row_of = {frame: row for row, frame in enumerate(frames)}
@@ -260,7 +275,7 @@ def load_clip(
         windows=audio_windows(mel, max(frames), *audio_stats),
         train_rows=train_rows,
         held_out_rows=held_out_rows,
-        motion=motion_codes(track, train_rows, motion_dim),
+        motion=motion_codes(track, train_rows, motion_dim, motion_shape),
     )
 
 

@@ -29,6 +29,7 @@ from facespeech.train.data import (
     ClipTensors,
     PoseNormaliser,
     expression_dim_of,
+    lip_dim_of,
     load_clip,
     model_inputs,
     nearest_pose_rows,
@@ -87,10 +88,11 @@ def run(
         normaliser = PoseNormaliser.fit(track.poses)
         finite = mel[np.isfinite(mel)]
         audio_stats = (float(finite.mean()), float(finite.std()) + 1e-5) if finite.size else (0, 1)
-        model_config = config.to_model_config(expression_dim_of(track))
+        model_config = config.to_model_config(expression_dim_of(track), lip_dim_of(track))
     clip = load_clip(
         dataset_dir, track, config.image_size, info.image_size, normaliser, audio_stats, mel,
         model_config.camera_distance, model_config.expression_dim, model_config.motion_dim,
+        model_config.motion_shape,
     )
     data_info = {
         "person": track.person, "clip": track.clip, "fps": info.fps,

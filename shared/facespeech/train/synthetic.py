@@ -70,7 +70,9 @@ def make_synthetic_dataset(
         rotation = [[np.cos(yaw), 0.0, np.sin(yaw)], [0.0, 1.0, 0.0],
                     [-np.sin(yaw), 0.0, np.cos(yaw)]]
         poses.append(FramePose(frame, rotation, [0.0, 0.0, 2.0], 2.0 * size, [0, 0, size]))
-        expressions.append(FrameExpression(frame, blink, float(opening[i]), [float(opening[i])]))
+        # the drawn lips change only by opening: their shape besides it is constant
+        expressions.append(FrameExpression(frame, blink, float(opening[i]), [float(opening[i])],
+                                           lips=[0.0]))
         landmarks.append(lips)
     held_out = max(1, n_frames // 10)
     track = PersonTrack(person, clip, poses, expressions, landmarks,
