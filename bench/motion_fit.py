@@ -53,6 +53,44 @@ def held_out_prediction(model: TalkingHead, clip: ClipTensors,
     return predicted, clip.motion[rows].float().numpy()
 
 
+def per_bin(windows: torch.Tensor) -> torch.Tensor:
+    """Normalise (T, W, M) windows per mel bin over the whole recording (cepstral mean and
+    variance normalisation): the experiment `--norm bins`."""
+    mean = windows.mean(dim=(0, 1), keepdim=True)
+    return (windows - mean) / windows.std(dim=(0, 1), keepdim=True).clamp_min(1e-3)
+
+
+def voice_windows(path: Path, seconds: float, fps: int, stats: tuple[float, float],
+                  norm: str) -> torch.Tensor:
+    """A voice's first `seconds` as normalised windows, as evaluate.other_audio_sync makes
+    them (loudness-normalised log-mel; then the clip's statistics or its own per bin)."""
+    from facespeech.dataset import SAMPLE_RATE
+    from facespeech.media import load_audio
+    from facespeech.preprocess.audio_features import log_mel, normalise_loudness
+    from facespeech.train.data import audio_windows
+
+    wave = load_audio(path, SAMPLE_RATE, max_seconds=seconds)
+    windows = audio_windows(log_mel(normalise_loudness(wave)), int(len(wave) / SAMPLE_RATE * fps),
+                            *stats)
+    return per_bin(windows) if norm == "bins" else windows
+
+
+def voice_sync(model: TalkingHead, windows: torch.Tensor) -> dict[str, float]:
+    """Best correlation (lag within +-5 frames) of the predicted mouth opening with the
+    voice's energy: the regressor's half of evaluate.other_audio_sync, without rendering."""
+    from facespeech.quality.evaluate import best_lag
+
+    frames = torch.arange(len(windows))
+    model.eval()
+    with torch.no_grad():
+        opening = model.predict_motion(neighbour_windows(
+            windows, frames, model.config.audio_neighbours))[:, 0].numpy()
+    middle = windows.shape[1] // 2
+    energy = windows[:, middle - 2 : middle + 2].mean(dim=(1, 2)).numpy()
+    lag, correlation = best_lag(energy, opening)
+    return {"energy_corr": round(correlation, 3), "lag": lag}
+
+
 def scores(predicted: np.ndarray, tracked: np.ndarray) -> dict[str, object]:
     shape_corr = [round(mouth_opening_correlation(predicted[:, i], tracked[:, i]), 3)
                   for i in range(1, tracked.shape[1])]
@@ -61,7 +99,8 @@ def scores(predicted: np.ndarray, tracked: np.ndarray) -> dict[str, object]:
             "mse": round(float(((predicted - tracked) ** 2).mean()), 4)}
 
 
-def untrained(dataset: Path, config: TrainConfig) -> tuple[TalkingHead, ClipTensors]:
+def untrained(dataset: Path, config: TrainConfig
+              ) -> tuple[TalkingHead, ClipTensors, tuple[float, float]]:
     """A fresh model of `config`'s shape and the dataset's clip, set up as training does
     (pose normaliser and audio statistics from the clip); frames are loaded small, since
     only the audio and the codes are used."""
@@ -69,17 +108,19 @@ def untrained(dataset: Path, config: TrainConfig) -> tuple[TalkingHead, ClipTens
     mel = load_features(dataset, track.person, track.clip)
     model_config = config.to_model_config(expression_dim_of(track), lip_dim_of(track))
     finite = mel[np.isfinite(mel)]
+    stats = (float(finite.mean()), float(finite.std()) + 1e-5)
     clip = load_clip(
-        dataset, track, 32, 512, PoseNormaliser.fit(track.poses),
-        (float(finite.mean()), float(finite.std()) + 1e-5), mel, model_config.camera_distance,
-        model_config.expression_dim, model_config.motion_dim, model_config.motion_shape,
+        dataset, track, 32, 512, PoseNormaliser.fit(track.poses), stats, mel,
+        model_config.camera_distance, model_config.expression_dim, model_config.motion_dim,
+        model_config.motion_shape,
     )
-    return TalkingHead(model_config), clip
+    return TalkingHead(model_config), clip, stats
 
 
 def main(dataset: Path, checkpoint: Path | None = None, preset: str = "fast",
          shape: str = "lips", seeds: int = 3, steps: int = 3000, smooth: str = "0,1,2",
-         overrides: str = "{}") -> None:
+         overrides: str = "{}", norm: str = "global", voices: str = "",
+         voice_seconds: float = 20.0) -> None:
     device = torch.device("cpu")
     sigmas = [float(s) for s in smooth.split(",")]
     result: dict[str, object] = {}
@@ -90,14 +131,19 @@ def main(dataset: Path, checkpoint: Path | None = None, preset: str = "fast",
         predicted, tracked = held_out_prediction(trained, clip, device)
         result["as_trained"] = {f"smooth_{s:g}": scores(_smoothed(predicted, s), tracked)
                                 for s in sigmas}
+        stats = (state["data"]["audio_mean"], state["data"]["audio_std"])
         config = TrainConfig.model_validate({**state["config"], "motion_steps": steps,
                                              **json.loads(overrides)})
     else:
         config = TrainConfig.from_preset(preset, {"motion_shape": shape, "motion_steps": steps,
                                                   **json.loads(overrides)})
-        trained, clip = untrained(dataset, config)
+        trained, clip, stats = untrained(dataset, config)
         tracked = held_out_prediction(trained, clip, device)[1]
     result["motion_shape"] = trained.config.motion_shape
+    if norm == "bins":
+        clip.windows = per_bin(clip.windows)
+    result["norm"] = norm
+    voice_paths = [Path(v) for v in voices.split(",") if v]
     runs = []
     for seed in range(seeds):
         model = copy.deepcopy(trained)
@@ -110,6 +156,9 @@ def main(dataset: Path, checkpoint: Path | None = None, preset: str = "fast",
         runs.append(held_out_prediction(model, clip, device)[0])
         result[f"seed_{seed}"] = {f"smooth_{s:g}": scores(_smoothed(runs[-1], s), tracked)
                                   for s in sigmas}
+        result[f"seed_{seed}"]["voices"] = {
+            v.stem: voice_sync(model, voice_windows(v, voice_seconds, 25, stats, norm))
+            for v in voice_paths}
     ensemble = np.mean(runs, axis=0)
     result["ensemble"] = {f"smooth_{s:g}": scores(_smoothed(ensemble, s), tracked)
                           for s in sigmas}

@@ -153,3 +153,22 @@ def test_the_motion_code_takes_its_shape_from_the_lips_when_the_dataset_has_them
 def test_a_checkpoint_from_before_lip_codes_reads_its_motion_code_as_expression() -> None:
     fields = {k: v for k, v in TINY.__dict__.items() if k != "motion_shape"}
     assert ModelConfig(**fields).motion_shape == "expression"
+
+
+def test_calibration_restores_the_spread_of_a_shrunk_prediction() -> None:
+    from facespeech.train.motion import calibrate_amplitude
+
+    model = TalkingHead(TINY).eval()
+    audio = _inputs(batch=64, seed=3)["audio"]
+    with torch.no_grad():
+        before = model.predict_motion(audio)
+    # targets: the prediction's own pattern at twice its spread in component 0, the same in
+    # 1, half in 2 (a gain below 1 is refused: the calibration never shrinks)
+    centre = before.mean(dim=0)
+    targets = centre + (before - centre) * torch.tensor([2.0, 1.0, 0.5])
+    gain = calibrate_amplitude(model, before, targets)
+    assert torch.allclose(gain, torch.tensor([2.0, 1.0, 1.0]), atol=1e-4)
+    with torch.no_grad():
+        after = model.predict_motion(audio)
+    assert torch.allclose(after[:, :2], targets[:, :2], atol=1e-4)
+    assert torch.allclose(after[:, 2], before[:, 2], atol=1e-5)

@@ -63,6 +63,9 @@ class TrainConfig(BaseModel):
     motion_steps: int = Field(3000, ge=0, le=100_000)  # audio -> motion regressor updates
     motion_batch: int = Field(64, ge=1, le=4096)
     motion_lr: float = Field(1e-3, gt=0, le=1.0)
+    # Rescale the regressor's output so its spread on unfitted frames matches the tracked
+    # codes' (train.motion.calibrate_amplitude): MSE regression halves the mouth's motion.
+    motion_calibrate: bool = True
     ray_jitter: bool = True  # stratified jitter of ray samples; off only for exact replays
     seed: int = Field(0, ge=0)
 
