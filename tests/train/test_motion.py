@@ -172,3 +172,17 @@ def test_calibration_restores_the_spread_of_a_shrunk_prediction() -> None:
         after = model.predict_motion(audio)
     assert torch.allclose(after[:, :2], targets[:, :2], atol=1e-4)
     assert torch.allclose(after[:, 2], before[:, 2], atol=1e-5)
+
+
+def test_calibrating_the_opening_only_leaves_the_shape_components_alone() -> None:
+    from facespeech.train.motion import calibrate_amplitude
+
+    model = TalkingHead(TINY).eval()
+    audio = _inputs(batch=32, seed=4)["audio"]
+    with torch.no_grad():
+        before = model.predict_motion(audio)
+    gain = calibrate_amplitude(model, before, before * 3.0, components=1)
+    assert gain.tolist() == pytest.approx([3.0, 1.0, 1.0], abs=1e-4)
+    with torch.no_grad():
+        after = model.predict_motion(audio)
+    assert torch.allclose(after[:, 1:], before[:, 1:], atol=1e-5)

@@ -65,7 +65,9 @@ class TrainConfig(BaseModel):
     motion_lr: float = Field(1e-3, gt=0, le=1.0)
     # Rescale the regressor's output so its spread on unfitted frames matches the tracked
     # codes' (train.motion.calibrate_amplitude): MSE regression halves the mouth's motion.
-    motion_calibrate: bool = True
+    # "opening": the mouth opening only (lip sync up, the lips' shape left conservative);
+    # "all": every component; "off": the plain regression.
+    motion_calibrate: Literal["off", "opening", "all"] = "opening"
     ray_jitter: bool = True  # stratified jitter of ray samples; off only for exact replays
     seed: int = Field(0, ge=0)
 

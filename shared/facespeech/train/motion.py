@@ -79,31 +79,34 @@ def fit_motion(
         module.eval()
     with torch.no_grad():
         predicted = loss_of(val_rows, augment=False)[1]
-        gain = calibrate_amplitude(model, predicted, targets[val_rows]) if config.motion_calibrate \
-            else torch.ones(targets.shape[1])
+        components = {"off": 0, "opening": 1, "all": targets.shape[1]}[config.motion_calibrate]
+        gain = calibrate_amplitude(model, predicted, targets[val_rows], components)
     model.train(was_training)
     print(f"audio->motion: best validation loss {best_loss:.4f}, "
           f"mouth-opening correlation {best_corr:.3f} on {len(val_rows)} frames, "
           f"opening gain {float(gain[0]):.2f}")
     return {"motion_val_loss": best_loss, "motion_val_mouth_corr": best_corr,
-            "motion_gain_opening": float(gain[0])}
+            "motion_gain_opening": float(gain[0]),
+            "motion_centre_opening": float(predicted[:, 0].mean())}
 
 
 def calibrate_amplitude(model: TalkingHead, predicted: torch.Tensor, targets: torch.Tensor,
-                        max_gain: float = 3.0) -> torch.Tensor:
+                        components: int | None = None, max_gain: float = 3.0) -> torch.Tensor:
     """Scale each predicted component about its mean so that its spread on frames the
     regressor never fitted matches the tracked codes'; folded into the last layer's weights.
 
     A regressor trained for the mean squared error predicts the conditional mean: on unheard
     audio its mouth opens and closes with the right timing but about half as far, and a
     renderer that learnt from tracked codes then barely moves the lips. Gains stay within
-    [1, max_gain]: the calibration never shrinks a prediction further. Returns the gains.
+    [1, max_gain]: the calibration never shrinks a prediction further. Only the first
+    `components` (default: all) are calibrated; the others keep gain 1. Returns the gains.
     """
     assert model.to_motion is not None
     linear = model.to_motion[-1]
     assert isinstance(linear, torch.nn.Linear)
     spread = predicted.std(dim=0).clamp_min(1e-6)
     gain = (targets.std(dim=0) / spread).clamp(1.0, max_gain).to(linear.weight.dtype)
+    gain[components:] = 1.0
     centre = predicted.mean(dim=0).to(linear.weight.dtype)
     with torch.no_grad():
         linear.weight.mul_(gain[:, None])
