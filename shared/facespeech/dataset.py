@@ -6,8 +6,9 @@
     masks/<person>/00001.png         face-region mask in crop pixels (uint8, 255 = face)
     semantic/<person>/00001.png      (optional) label map in crop pixels: LABEL_* below
     metadata/poses.json              per frame: rotation, translation, focal, crop box
-    metadata/expressions.json        per frame: blink, mouth opening, expression code (and
-                                     the 3DMM expression coefficients when fitted: bfm)
+    metadata/expressions.json        per frame: blink, mouth opening, expression code, lip
+                                     code (lips: the lips' shape besides their opening) and
+                                     the 3DMM expression coefficients when fitted (bfm)
     metadata/landmarks.json          per frame: 2D (+3D) landmarks in crop pixels
     metadata/landmarks3d/<person>.npy  (optional) float32 (frames, K, 3) landmarks in crop
                                      pixels (z: relative depth, same scale), poses.json order

@@ -134,12 +134,11 @@ def test_the_motion_code_takes_its_shape_from_the_lips_when_the_dataset_has_them
     from facespeech.train.data import expression_dim_of, lip_dim_of, motion_codes
 
     (track,) = read_tracks(synthetic_dataset)
-    config = TrainConfig(use_motion=True)
+    config = TrainConfig(use_motion=True, motion_shape="lips")
     dims = expression_dim_of(track), lip_dim_of(track)
     assert config.to_model_config(*dims).motion_shape == "lips"
     assert config.to_model_config(dims[0], 0).motion_shape == "expression"  # an older dataset
-    assert TrainConfig(use_motion=True, motion_shape="expression").to_model_config(
-        *dims).motion_shape == "expression"
+    assert TrainConfig(use_motion=True).to_model_config(*dims).motion_shape == "expression"
     rows = list(range(len(track.poses)))
     from_lips = motion_codes(track, rows, 2, "lips")
     from_expression = motion_codes(track, rows, 2, "expression")

@@ -25,10 +25,12 @@ class TrainConfig(BaseModel):
     # Expression-code components in the motion code besides mouth opening: the first few
     # principal components are the jaw and lips; the later ones are small and barely audible.
     motion_codes: int = Field(6, ge=0, le=64)
-    # Those components' source: the lip contour's shape without its opening ("lips"; falls
-    # back to "expression" for a dataset preprocessed before lip codes existed) or the
-    # whole-face expression code, which also holds brows, gaze and pose residue.
-    motion_shape: Literal["lips", "expression"] = "lips"
+    # Those components' source: the whole-face expression code, or the lip contour's shape
+    # without its opening ("lips"; falls back to "expression" for a dataset preprocessed
+    # before lip codes existed). Measured on obama (docs/QUALITY.md, session 5) the renderer
+    # follows the expression code better (LMD 2.98 vs 3.26 px with tracked codes), so it is
+    # the default.
+    motion_shape: Literal["lips", "expression"] = "expression"
     mask_reference_mouth: bool = False  # see ModelConfig.mask_reference_mouth
     plane_channels: int = Field(16, ge=2, le=128)
     plane_resolution: int = Field(64, ge=8, le=1024)
