@@ -185,3 +185,13 @@ def test_calibrating_the_opening_only_leaves_the_shape_components_alone() -> Non
     with torch.no_grad():
         after = model.predict_motion(audio)
     assert torch.allclose(after[:, 1:], before[:, 1:], atol=1e-5)
+
+
+def test_one_validation_frame_leaves_the_regressor_as_it_is() -> None:
+    from facespeech.train.motion import calibrate_amplitude
+
+    model = TalkingHead(TINY).eval()
+    before = {k: v.clone() for k, v in model.to_motion.state_dict().items()}
+    gain = calibrate_amplitude(model, torch.zeros(1, 3), torch.ones(1, 3))
+    assert gain.tolist() == [1.0, 1.0, 1.0]
+    assert all(torch.equal(before[k], v) for k, v in model.to_motion.state_dict().items())

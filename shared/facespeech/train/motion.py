@@ -104,9 +104,12 @@ def calibrate_amplitude(model: TalkingHead, predicted: torch.Tensor, targets: to
     assert model.to_motion is not None
     linear = model.to_motion[-1]
     assert isinstance(linear, torch.nn.Linear)
+    if len(predicted) < 2:  # no spread to match on one frame
+        return torch.ones(predicted.shape[1])
     spread = predicted.std(dim=0).clamp_min(1e-6)
     gain = (targets.std(dim=0) / spread).clamp(1.0, max_gain).to(linear.weight.dtype)
-    gain[components:] = 1.0
+    if components is not None:
+        gain[components:] = 1.0
     centre = predicted.mean(dim=0).to(linear.weight.dtype)
     with torch.no_grad():
         linear.weight.mul_(gain[:, None])
