@@ -33,6 +33,7 @@ from facespeech.train import TrainConfig
 from facespeech.train.data import (
     ClipTensors,
     PoseNormaliser,
+    audio_statistics,
     expression_dim_of,
     lip_dim_of,
     load_clip,
@@ -67,26 +68,28 @@ def voice_windows(path: Path, seconds: float, fps: int, stats: tuple[float, floa
     from facespeech.dataset import SAMPLE_RATE
     from facespeech.media import load_audio
     from facespeech.preprocess.audio_features import log_mel, normalise_loudness
+    from facespeech.quality.evaluate import MAX_VOICE_SECONDS
     from facespeech.train.data import audio_windows
 
-    wave = load_audio(path, SAMPLE_RATE, max_seconds=seconds)
+    wave = load_audio(path, SAMPLE_RATE, max_seconds=MAX_VOICE_SECONDS)[
+        : round(seconds * SAMPLE_RATE)]
     windows = audio_windows(log_mel(normalise_loudness(wave)), int(len(wave) / SAMPLE_RATE * fps),
                             *stats)
     return per_bin(windows) if norm == "bins" else windows
 
 
-def voice_sync(model: TalkingHead, windows: torch.Tensor) -> dict[str, float]:
+def voice_sync(model: TalkingHead, clip: ClipTensors, windows: torch.Tensor
+               ) -> dict[str, float]:
     """Best correlation (lag within +-5 frames) of the predicted mouth opening with the
     voice's energy: the regressor's half of evaluate.other_audio_sync, without rendering."""
-    from facespeech.quality.evaluate import best_lag
+    from facespeech.quality.evaluate import audio_energy, best_lag
 
     frames = torch.arange(len(windows))
     model.eval()
     with torch.no_grad():
         opening = model.predict_motion(neighbour_windows(
             windows, frames, model.config.audio_neighbours))[:, 0].numpy()
-    middle = windows.shape[1] // 2
-    energy = windows[:, middle - 2 : middle + 2].mean(dim=(1, 2)).numpy()
+    energy = audio_energy(clip, frames.tolist(), windows)
     lag, correlation = best_lag(energy, opening)
     return {"energy_corr": round(correlation, 3), "lag": lag}
 
@@ -107,8 +110,7 @@ def untrained(dataset: Path, config: TrainConfig
     track = read_tracks(dataset)[0]
     mel = load_features(dataset, track.person, track.clip)
     model_config = config.to_model_config(expression_dim_of(track), lip_dim_of(track))
-    finite = mel[np.isfinite(mel)]
-    stats = (float(finite.mean()), float(finite.std()) + 1e-5)
+    stats = audio_statistics(mel)
     clip = load_clip(
         dataset, track, 32, 512, PoseNormaliser.fit(track.poses), stats, mel,
         model_config.camera_distance, model_config.expression_dim, model_config.motion_dim,
@@ -157,7 +159,7 @@ def main(dataset: Path, checkpoint: Path | None = None, preset: str = "fast",
         result[f"seed_{seed}"] = {f"smooth_{s:g}": scores(_smoothed(runs[-1], s), tracked)
                                   for s in sigmas}
         result[f"seed_{seed}"]["voices"] = {
-            v.stem: voice_sync(model, voice_windows(v, voice_seconds, 25, stats, norm))
+            v.stem: voice_sync(model, clip, voice_windows(v, voice_seconds, 25, stats, norm))
             for v in voice_paths}
     ensemble = np.mean(runs, axis=0)
     result["ensemble"] = {f"smooth_{s:g}": scores(_smoothed(ensemble, s), tracked)

@@ -161,6 +161,13 @@ def load_person_masks(
     return out
 
 
+def audio_statistics(mel: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of a clip's finite log-mel values: the normalisation a
+    model is trained with and stores for rendering."""
+    finite = mel[np.isfinite(mel)]
+    return (float(finite.mean()), float(finite.std()) + 1e-5) if finite.size else (0.0, 1.0)
+
+
 def audio_windows(mel: np.ndarray, n_frames: int, mean: float, std: float) -> torch.Tensor:
     """Log-mel (T, n_mels) -> normalised windows (n_frames, W, n_mels), one per video frame."""
     from facespeech.preprocess.audio_features import frame_windows

@@ -28,6 +28,7 @@ from facespeech.train.config import SHAPE_FIELDS, TrainConfig
 from facespeech.train.data import (
     ClipTensors,
     PoseNormaliser,
+    audio_statistics,
     expression_dim_of,
     lip_dim_of,
     load_clip,
@@ -86,8 +87,7 @@ def run(
         model_config = ModelConfig(**state["model_config"])
     else:
         normaliser = PoseNormaliser.fit(track.poses)
-        finite = mel[np.isfinite(mel)]
-        audio_stats = (float(finite.mean()), float(finite.std()) + 1e-5) if finite.size else (0, 1)
+        audio_stats = audio_statistics(mel)
         model_config = config.to_model_config(expression_dim_of(track), lip_dim_of(track))
     clip = load_clip(
         dataset_dir, track, config.image_size, info.image_size, normaliser, audio_stats, mel,
