@@ -55,3 +55,22 @@ def test_head_shapes_range_and_gradients() -> None:
     out["rgb"].mean().backward()
     assert model.field.planes.grad is not None and model.field.planes.grad.abs().sum() > 0
     assert model.audio_encoder.head.weight.grad is not None
+
+
+def test_reference_skips_reach_every_scale_and_keep_old_weights_loadable() -> None:
+    skips = ModelConfig(**{**CONFIG.__dict__, "reference_skips": True})
+    model = TalkingHead(skips)
+    inputs = _inputs(2, skips)
+    inputs["reference"].requires_grad_(True)
+    out = model(**inputs)
+    assert out["rgb"].shape == (2, 3, 32, 32)
+    out["rgb"].mean().backward()
+    encoder = model.upsampler.encoder
+    assert encoder is not None
+    assert all(level[0].weight.grad.abs().sum() > 0 for level in encoder.levels)
+    # a model without skips keeps the layout of checkpoints written before they existed
+    plain = TalkingHead(CONFIG).state_dict()
+    with_skips = model.state_dict()
+    added = set(with_skips) - set(plain)
+    assert set(plain) < set(with_skips)
+    assert added == {key for key in with_skips if key.startswith("upsampler.encoder.")}

@@ -35,6 +35,9 @@ class ModelConfig:
     position_freqs: int = 4  # sin/cos bands of the deformation MLP's position encoding
     max_offset: float = 0.1  # largest audio-driven point offset, in head units
     upsampler_channels: int = 64  # width at render_size, halved per x2 stage (min 16)
+    # U-Net skips: the upsampler sees the reference's encoded features at every scale
+    # (model.upsampler.ReferenceEncoder); checkpoints from before have none.
+    reference_skips: bool = False
     # Camera: head of radius ~1 at this distance; near/far bound the samples around it.
     camera_distance: float = 4.0
     head_radius: float = 1.0

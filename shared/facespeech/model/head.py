@@ -39,7 +39,7 @@ class TalkingHead(nn.Module):
             nn.Conv2d(3, f, 3, padding=1), nn.LeakyReLU(0.2), nn.Conv2d(f, f, 3, padding=1)
         )
         stages = (config.image_size // config.render_size).bit_length() - 1
-        self.upsampler = Upsampler(f, config.upsampler_channels, stages)
+        self.upsampler = Upsampler(f, config.upsampler_channels, stages, config.reference_skips)
 
     def audio_code(self, audio: torch.Tensor) -> torch.Tensor:
         """audio (B, K, W, n_mels) -> (B, A)."""

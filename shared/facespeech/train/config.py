@@ -38,6 +38,7 @@ class TrainConfig(BaseModel):
     feature_dim: int = Field(16, ge=3, le=128)
     samples_per_ray: int = Field(16, ge=2, le=256)
     upsampler_channels: int = Field(32, ge=16, le=512)
+    reference_skips: bool = False  # see ModelConfig.reference_skips
 
     # optimisation
     steps: int = Field(600, ge=1, le=1_000_000)
@@ -104,6 +105,7 @@ class TrainConfig(BaseModel):
             plane_channels=self.plane_channels, plane_resolution=self.plane_resolution,
             hidden=self.hidden, feature_dim=self.feature_dim,
             samples_per_ray=self.samples_per_ray, upsampler_channels=self.upsampler_channels,
+            reference_skips=self.reference_skips,
         )
 
     @classmethod
@@ -118,6 +120,7 @@ SHAPE_FIELDS = (
     "image_size", "render_size", "audio_dim", "use_expression", "use_motion", "motion_codes",
     "motion_shape", "mask_reference_mouth", "plane_channels",
     "plane_resolution", "hidden", "feature_dim", "samples_per_ray", "upsampler_channels",
+    "reference_skips",
 )
 
 PRESETS: dict[str, TrainConfig] = {

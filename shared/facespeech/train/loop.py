@@ -69,7 +69,9 @@ def run(
     resume_from = _resume_path(run_dir, resume)
     state = checkpoints.load(resume_from) if resume_from else None
     if state is not None:  # shape-defining fields come from the checkpoint (nanoGPT)
-        shapes = {name: state["config"][name] for name in SHAPE_FIELDS}
+        # a field newer than the checkpoint takes its default: what the old code did
+        shapes = {name: state["config"].get(name, TrainConfig.model_fields[name].default)
+                  for name in SHAPE_FIELDS}
         config = TrainConfig.model_validate({**config.model_dump(), **shapes})
     if world.is_main:
         (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
@@ -223,6 +225,7 @@ def run(
     on_progress(Progress("evaluate", 1.0, "evaluating held-out frames"))
     if world.is_main:
         metrics |= evaluate(model, clip, clip.held_out_rows, device)
+        metrics |= _training_fit(model, clip, config.reference_min_gap, device)
     for name, value in metrics.items():
         log.report(f"Quality/{name}", value, step)
     final = run_dir / "model.pt"
@@ -234,11 +237,13 @@ def run(
 
 
 def evaluate(
-    model: TalkingHead, clip: ClipTensors, rows: list[int], device: torch.device, batch: int = 8
+    model: TalkingHead, clip: ClipTensors, rows: list[int], device: torch.device, batch: int = 8,
+    min_gap: int = 0,
 ) -> dict[str, float]:
     """Render held-out frames from their own audio and poses over the training frame nearest in
-    pose, and score them against the real frames; the last training frame alone is the
-    baseline. quality.evaluate has the full protocol set (paste-back, landmarks, retrieval)."""
+    pose (at least min_gap frames away), and score them against the real frames; the last
+    training frame alone is the baseline. quality.evaluate has the full protocol set
+    (paste-back, landmarks, retrieval)."""
     if not rows:
         return {}
     static = clip.train_rows[-1]
@@ -248,7 +253,7 @@ def evaluate(
     with torch.inference_mode():
         for chunk in _chunks(rows, batch):
             target_rows = torch.tensor(chunk)
-            references = nearest_pose_rows(clip, chunk, 1, 0)[:, 0]
+            references = nearest_pose_rows(clip, chunk, 1, min_gap)[:, 0]
             rendered = render_rows(model, clip, target_rows, references, device)
             target = clip.images[target_rows].to(device).float() / 255.0
             mask = clip.masks[target_rows].to(device).float() / 255.0
@@ -260,6 +265,18 @@ def evaluate(
                 sums[name] = sums.get(name, 0.0) + value * len(chunk)
     model.train(was_training)
     return {name: total / len(rows) for name, total in sums.items()}
+
+
+def _training_fit(
+    model: TalkingHead, clip: ClipTensors, min_gap: int, device: torch.device, frames: int = 64
+) -> dict[str, float]:
+    """The same scores on training frames (evenly spaced, references as in training): set
+    beside the held-out ones they tell a model that cannot fit from one that does not
+    generalise."""
+    rows = clip.train_rows[:: max(1, len(clip.train_rows) // frames)][:frames]
+    scores = evaluate(model, clip, rows, device, min_gap=min_gap)
+    return {f"train_{name}": value for name, value in scores.items()
+            if not name.startswith("baseline")}
 
 
 def render_rows(
