@@ -41,6 +41,7 @@ def main(
     work: Path = Path("/tmp/facespeech-bench"),
     overrides: str = "{}",
     name: str = "",
+    held_out_eval: bool = typer.Option(True, help="quality.evaluate here (needs PyAV)"),
 ) -> None:
     """Run dirs (checkpoints) go to `work`; the summary, the grid and the weights in fp16
     (small enough to bring back and evaluate with `facespeech eval` elsewhere) go to `out`."""
@@ -72,6 +73,8 @@ def main(
     state = checkpoints.load(result.checkpoint)  # brought back before anything else can fail
     state["model"] = {key: value.half() for key, value in state["model"].items()}
     checkpoints.save_atomic(state, out / f"model_{name}.pt")
+    if not held_out_eval:
+        return
     # the harness's PSNR/SSIM protocols and grid; landmarks need MediaPipe, run them where it is
     summary["eval"] = evaluate(result.checkpoint, dataset, landmarks=False,
                                grid=out / f"heldout_{name}.png")
