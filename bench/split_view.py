@@ -30,7 +30,8 @@ def make_view(dataset: Path, view: Path, train_fraction: float) -> dict[str, int
             _link(entry, view / "metadata" / entry.name)
     split = json.loads((dataset / "metadata" / "split.json").read_text())
     for frames in split.values():
-        frames["train"] = frames["train"][: max(1, math.ceil(len(frames["train"]) * train_fraction))]
+        keep = max(1, math.ceil(len(frames["train"]) * train_fraction))
+        frames["train"] = frames["train"][:keep]
     (view / "metadata" / "split.json").write_text(json.dumps(split))
     return {person: len(frames["train"]) for person, frames in split.items()}
 
