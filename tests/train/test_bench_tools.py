@@ -1,0 +1,59 @@
+"""The bench tools behind docs/QUALITY.md session 6: bench.split_view and bench.fit_gap."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from PIL import Image
+
+from bench import fit_gap
+from bench.split_view import make_view
+from facespeech import train
+from facespeech.dataset import read_tracks
+
+
+def test_view_cuts_training_frames_and_keeps_held_out(
+    synthetic_dataset: Path, tmp_path: Path
+) -> None:
+    original = read_tracks(synthetic_dataset)[0]
+    kept = make_view(synthetic_dataset, tmp_path / "half", 0.5)
+    view = read_tracks(tmp_path / "half")[0]
+    assert kept == {view.person: len(view.train_frames)}
+    assert view.train_frames == original.train_frames[: len(view.train_frames)]
+    assert len(view.train_frames) == -(-len(original.train_frames) // 2)
+    assert view.held_out_frames == original.held_out_frames
+    assert read_tracks(synthetic_dataset)[0].train_frames == original.train_frames  # untouched
+    config = train.TrainConfig.from_preset("tiny", {
+        "image_size": 32, "render_size": 8, "steps": 2, "eval_frames": 1, "tensorboard": False})
+    result = train.run(tmp_path / "half", tmp_path / "run", config, resume=False)
+    assert "train_psnr_face" in result.metrics and "psnr_face" in result.metrics
+
+
+def test_view_refuses_an_empty_fraction(synthetic_dataset: Path, tmp_path: Path) -> None:
+    with pytest.raises(typer.BadParameter):
+        make_view(synthetic_dataset, tmp_path / "none", 0.0)
+
+
+def test_fit_gap_scores_four_cases_per_band_and_draws_the_error_map(
+    synthetic_dataset: Path, tmp_path: Path
+) -> None:
+    config = train.TrainConfig.from_preset("tiny", {
+        "image_size": 32, "render_size": 8, "steps": 3, "eval_frames": 1, "tensorboard": False,
+        "use_motion": True, "motion_steps": 5})
+    model = train.run(synthetic_dataset, tmp_path / "run", config, resume=False).checkpoint
+    out = tmp_path / "gap.png"
+    fit_gap.main(model, synthetic_dataset, out=out, every_train=3, every_held_out=1,
+                 device="cpu")
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert set(report) == {"held_out_predicted", "held_out_tracked", "train_predicted",
+                           "train_tracked"}
+    for scores in report.values():
+        assert set(scores) == {"frames", "face", *(f"band{b}" for b in range(fit_gap.BANDS))}
+        assert scores["frames"] > 0 and 0 < scores["face"] < 100
+    track = read_tracks(synthetic_dataset)[0]
+    assert report["held_out_tracked"]["frames"] == len(track.held_out_frames)
+    assert report["train_tracked"]["frames"] == len(track.train_frames[::3])
+    assert Image.open(out).size == (3 * 32, 32)
