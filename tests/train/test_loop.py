@@ -13,7 +13,7 @@ import torch
 from facespeech.dataset import features_path, read_tracks
 from facespeech.hooks import Stopped
 from facespeech.train import PRESETS, TrainConfig, run
-from facespeech.train.checkpoints import load
+from facespeech.train.checkpoints import load, save_atomic
 
 # Small enough for two CPU cores: every preset keeps its own schedule and losses, only its
 # sizes shrink.
@@ -69,6 +69,18 @@ def test_resume_takes_shapes_from_the_checkpoint(synthetic_dataset: Path, tmp_pa
     run(synthetic_dataset, tmp_path, _config(steps=1, checkpoint_every=1))
     result = run(synthetic_dataset, tmp_path, _config(steps=2, hidden=32), resume=True)
     assert load(result.checkpoint)["config"]["hidden"] == SMALL["hidden"]
+
+
+def test_resumes_a_checkpoint_older_than_a_shape_field(synthetic_dataset: Path,
+                                                       tmp_path: Path) -> None:
+    run(synthetic_dataset, tmp_path, _config(steps=1, checkpoint_every=1))
+    path = tmp_path / "checkpoints" / "step-000000001.pt"
+    state = load(path)
+    del state["config"]["reference_skips"]  # written before the field existed
+    save_atomic(state, path)
+    # asked for skips, resumed without: the old checkpoint's weights have no encoder
+    result = run(synthetic_dataset, tmp_path, _config(steps=2, reference_skips=True))
+    assert result.step == 2 and load(result.checkpoint)["config"]["reference_skips"] is False
 
 
 def test_keeps_only_the_last_checkpoints(synthetic_dataset: Path, tmp_path: Path) -> None:
