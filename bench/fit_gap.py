@@ -23,26 +23,23 @@ import torch
 import typer
 from PIL import Image
 
+from facespeech.model import TalkingHead
 from facespeech.quality.evaluate import load_eval_clip, load_model
-from facespeech.train.data import ClipTensors, model_inputs, nearest_pose_rows
+from facespeech.train.data import ClipTensors, nearest_pose_rows
 from facespeech.train.distributed import pick_device
+from facespeech.train.loop import render_rows
 
 BANDS = 5
 
 
-def squared_error(model: torch.nn.Module, clip: ClipTensors, rows: list[int], min_gap: int,
+def squared_error(model: TalkingHead, clip: ClipTensors, rows: list[int], min_gap: int,
                   tracked: bool, device: torch.device) -> torch.Tensor:
     """Mean over frames of the per-pixel squared error (S, S), channels averaged."""
     total = torch.zeros(clip.images.shape[-2:], device=device)
     for start in range(0, len(rows), 8):
         chunk = rows[start : start + 8]
         references = nearest_pose_rows(clip, chunk, 1, min_gap)[:, 0]
-        inputs = model_inputs(clip, torch.tensor(chunk), references,
-                              model.config.audio_neighbours, device)
-        if tracked:
-            inputs["motion"] = clip.motion[torch.tensor(chunk)].to(device)
-        with torch.inference_mode():
-            rendered = model(**inputs)["rgb"].float().clamp(0, 1)
+        rendered = render_rows(model, clip, torch.tensor(chunk), references, device, tracked)
         target = clip.images[chunk].to(device).float() / 255.0
         total += ((rendered - target) ** 2).mean(1).sum(0)
     return (total / len(rows)).cpu()
@@ -69,7 +66,7 @@ def main(model_path: Path, dataset: Path, out: Path = Path("gap.png"), every_tra
     torch_device = pick_device(device)
     model, state = load_model(model_path, torch_device)
     clip = load_eval_clip(dataset, state, model.config)
-    min_gap = state["config"].get("reference_min_gap", 12)
+    min_gap = state["config"]["reference_min_gap"]
     # one face region for every case: where the held-out frames' face masks mostly lie
     face = (clip.masks[clip.held_out_rows].float().mean(0)[0] / 255.0) > 0.5
     cases = {"held_out": (clip.held_out_rows[::every_held_out], 0),

@@ -56,13 +56,13 @@ class Upsampler(nn.Module):
         for _ in range(stages):
             widths.append(max((widths[-1] if widths else width) // 2, 16))
         # the skip at render size joins the stem, the one at r * 2^i joins stage i - 1's output
-        self.skip_widths = [widths[0], *widths[:-1]] if reference_skips and stages else []
-        self.encoder = ReferenceEncoder(self.skip_widths) if self.skip_widths else None
-        stem_in = in_channels + (self.skip_widths[0] if self.skip_widths else 0)
+        skip_widths = [widths[0], *widths[:-1]] if reference_skips and stages else []
+        self.encoder = ReferenceEncoder(skip_widths) if skip_widths else None
+        stem_in = in_channels + (skip_widths[0] if skip_widths else 0)
         self.stem = nn.Sequential(nn.Conv2d(stem_in, width, 3, padding=1), nn.LeakyReLU(0.2))
         blocks: list[nn.Module] = []
         for index, out in enumerate(widths):
-            skip = self.skip_widths[index + 1] if index + 1 < len(self.skip_widths) else 0
+            skip = skip_widths[index + 1] if index + 1 < len(skip_widths) else 0
             blocks += [
                 nn.Conv2d(width, out * 4, 3, padding=1), nn.PixelShuffle(2), nn.LeakyReLU(0.2),
                 nn.Conv2d(out + skip, out, 3, padding=1), nn.LeakyReLU(0.2),

@@ -281,10 +281,13 @@ def _training_fit(
 
 def render_rows(
     model: TalkingHead, clip: ClipTensors, rows: torch.Tensor, reference_rows: torch.Tensor,
-    device: torch.device,
+    device: torch.device, tracked_motion: bool = False,
 ) -> torch.Tensor:
-    """The model's frames (B, 3, S, S) in [0, 1] for target rows over reference rows."""
+    """The model's frames (B, 3, S, S) in [0, 1] for target rows over reference rows; driven by
+    the rows' tracked motion codes instead of the audio regressor's if tracked_motion."""
     inputs = model_inputs(clip, rows, reference_rows, model.config.audio_neighbours, device)
+    if tracked_motion:
+        inputs["motion"] = clip.motion[rows].to(device)
     with torch.inference_mode(), distributed.autocast(device):
         return model(**inputs)["rgb"].float().clamp(0, 1)
 
