@@ -45,3 +45,34 @@ def box_masks(boxes: torch.Tensor, size: int) -> torch.Tensor:
     inside_x = (grid >= boxes[:, 0:1]) & (grid <= boxes[:, 2:3])  # (B, size)
     inside_y = (grid >= boxes[:, 1:2]) & (grid <= boxes[:, 3:4])
     return (inside_y[:, :, None] & inside_x[:, None, :]).unsqueeze(1).float()
+
+
+def reference_flow(
+    origins: torch.Tensor,
+    directions: torch.Tensor,
+    depth: torch.Tensor,
+    rotation: torch.Tensor,
+    offset: torch.Tensor,
+    focal: torch.Tensor,
+    camera_distance: float,
+) -> torch.Tensor:
+    """Where each target pixel's surface point lies in another view of the head.
+
+    origins, directions (B, P, 3): the target's rays in canonical space (head_rays, P = size²);
+    depth (B, P): camera depth of the surface along each ray; rotation, offset, focal: the other
+    view's pose. Returns (B, P, 2): the point's position in that view's crop, in grid_sample's
+    normalised coordinates (-1 and 1 are the crop's edges).
+    """
+    canonical = origins + directions * depth.unsqueeze(-1)  # (B, P, 3)
+    centre = offset.clone()
+    centre[:, 2] = centre[:, 2] + camera_distance
+    camera = canonical @ rotation.transpose(1, 2) + centre.unsqueeze(1)  # x_cam = R x + c
+    z = camera[..., 2:].clamp_min(1e-3)
+    return 2.0 * focal.view(-1, 1, 1) * camera[..., :2] / z  # crop-normalised, centre 0
+
+
+def pixel_grid(size: int, batch: int, device: torch.device) -> torch.Tensor:
+    """(B, size, size, 2) grid_sample coordinates of the pixel centres: the identity warp."""
+    pixel = (torch.arange(size, device=device, dtype=torch.float32) + 0.5) / size * 2.0 - 1.0
+    v, u = torch.meshgrid(pixel, pixel, indexing="ij")
+    return torch.stack([u, v], dim=-1).expand(batch, -1, -1, -1)

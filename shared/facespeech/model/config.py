@@ -38,6 +38,11 @@ class ModelConfig:
     # U-Net skips: the upsampler sees the reference's encoded features at every scale
     # (model.upsampler.ReferenceEncoder); checkpoints from before have none.
     reference_skips: bool = False
+    # Resample the reference crop into the target's head pose before the upsampler sees it:
+    # each pixel's surface point (the field's depth) is projected into the reference's view
+    # (model.camera.reference_flow). Needs the reference's pose; checkpoints from before have
+    # none and do not warp.
+    warp_reference: bool = False
     # Camera: head of radius ~1 at this distance; near/far bound the samples around it.
     camera_distance: float = 4.0
     head_radius: float = 1.0

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facespeech.model.audio import AudioEncoder, AudioSmoother
-from facespeech.model.camera import box_masks, head_rays
+from facespeech.model.camera import box_masks, head_rays, pixel_grid, reference_flow
 from facespeech.model.config import ModelConfig
 from facespeech.model.field import TriPlaneField
 from facespeech.model.renderer import sample_depths, volume_render
@@ -63,16 +63,22 @@ class TalkingHead(nn.Module):
         expression: torch.Tensor | None = None,
         motion: torch.Tensor | None = None,
         reference_mouth: torch.Tensor | None = None,
+        reference_rotation: torch.Tensor | None = None,
+        reference_offset: torch.Tensor | None = None,
+        reference_focal: torch.Tensor | None = None,
         jitter: bool = False,
     ) -> dict[str, torch.Tensor]:
         """audio (B, K, W, n_mels), eye (B, 1), rotation (B, 3, 3), offset (B, 3), focal (B,),
         reference (B, 3, H, W) in [0, 1], expression (B, E) or None, motion (B, M) or None:
         the tracked motion code in training (teacher forcing), predicted from audio if None;
         reference_mouth (B, 4): the reference's mouth box in [0, 1], greyed out if the config
-        says mask_reference_mouth.
+        says mask_reference_mouth; reference_rotation, reference_offset, reference_focal: the
+        reference's pose, used if the config says warp_reference (without them the reference is
+        taken to be in the target's pose, as when rendering over the pose frames themselves).
 
-        Returns rgb (B, 3, H, W) in [0, 1], alpha (B, 1, r, r) of the head and
-        residual (B, 3, H, W), the change to the reference in logit space.
+        Returns rgb (B, 3, H, W) in [0, 1], alpha (B, 1, r, r) of the head,
+        residual (B, 3, H, W), the change to the reference in logit space, and reference
+        (B, 3, H, W), the reference as the output is built on it (warped or not).
         """
         cfg = self.config
         batch, r = audio.shape[0], cfg.render_size
@@ -100,7 +106,14 @@ class TalkingHead(nn.Module):
         points = origins.unsqueeze(2) + directions.unsqueeze(2) * depths.unsqueeze(-1)
         density, features = self.field(points.flatten(1, 2), condition)
         shape = (batch, r * r, cfg.samples_per_ray)
-        head, alpha = volume_render(density.view(shape), features.view(*shape, -1), depths)
+        head, alpha, depth = volume_render(density.view(shape), features.view(*shape, -1), depths)
+        if cfg.warp_reference and reference_rotation is not None:
+            assert reference_offset is not None and reference_focal is not None
+            # where the head is empty the surface is taken at its centre's depth
+            surface = depth + (1.0 - alpha) * (cfg.camera_distance + offset[:, 2:])
+            seen_at = reference_flow(origins, directions, surface, reference_rotation,
+                                     reference_offset, reference_focal, cfg.camera_distance)
+            reference = warp_to_target(reference, seen_at, alpha, r)
 
         head = head.transpose(1, 2).reshape(batch, -1, r, r)  # (B, F, r, r)
         alpha = alpha.view(batch, 1, r, r)
@@ -109,4 +122,23 @@ class TalkingHead(nn.Module):
         residual = self.upsampler(composite, reference)  # (B, 3, H, W)
         # residual in logit space: gradients never vanish, the output stays in (0, 1)
         rgb = torch.sigmoid(torch.logit(reference.clamp(0.01, 0.99)) + residual)
-        return {"rgb": rgb, "alpha": alpha, "residual": residual}
+        return {"rgb": rgb, "alpha": alpha, "residual": residual, "reference": reference}
+
+
+def warp_to_target(reference: torch.Tensor, seen_at: torch.Tensor, alpha: torch.Tensor,
+          render_size: int) -> torch.Tensor:
+    """Resample the reference (B, 3, H, W) so that its head lands where the target's is.
+
+    seen_at (B, r*r, 2): each render pixel's surface point in the reference crop; alpha
+    (B, r*r): how much of the pixel is head. The displacement is scaled by alpha, so the
+    background, which does not move with the head, stays where it is.
+    """
+    batch, size = reference.shape[0], reference.shape[-1]
+    here = pixel_grid(render_size, batch, reference.device).flatten(1, 2)  # (B, r*r, 2)
+    flow = ((seen_at.float() - here) * alpha.float().unsqueeze(-1)).view(
+        batch, render_size, render_size, 2)
+    flow = F.interpolate(flow.permute(0, 3, 1, 2), size=(size, size), mode="bilinear",
+                         align_corners=False).permute(0, 2, 3, 1)
+    grid = pixel_grid(size, batch, reference.device) + flow
+    return F.grid_sample(reference, grid.to(reference.dtype), mode="bilinear",
+                         padding_mode="border", align_corners=False)

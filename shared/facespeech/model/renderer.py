@@ -17,8 +17,9 @@ def sample_depths(
 
 def volume_render(
     density: torch.Tensor, features: torch.Tensor, depths: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """density (B, P, S), features (B, P, S, F), depths (B, P, S) -> (B, P, F), alpha (B, P)."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """density (B, P, S), features (B, P, S, F), depths (B, P, S) -> features (B, P, F),
+    alpha (B, P), depth (B, P): the weighted sum of sample depths (not divided by alpha)."""
     deltas = depths[..., 1:] - depths[..., :-1]
     deltas = torch.cat([deltas, deltas[..., -1:]], dim=-1)
     alpha = 1.0 - torch.exp(-density * deltas)
@@ -27,4 +28,5 @@ def volume_render(
         torch.cat([torch.ones_like(alpha[..., :1]), 1.0 - alpha + 1e-7], dim=-1), dim=-1
     )[..., :-1]
     weights = alpha * transmittance  # (B, P, S)
-    return (weights.unsqueeze(-1) * features).sum(dim=-2), weights.sum(dim=-1)
+    return ((weights.unsqueeze(-1) * features).sum(dim=-2), weights.sum(dim=-1),
+            (weights * depths).sum(dim=-1))

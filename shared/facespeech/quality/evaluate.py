@@ -1,4 +1,4 @@
-"""Held-out evaluation of a trained model, `facespeech eval`: three protocols, two baselines.
+"""Held-out evaluation of a trained model, `facespeech eval`: three protocols, three baselines.
 
 Self-driven reconstruction: the held-out frames (the tail of the clip, never trained on) are
 rendered from their own audio and tracked poses, over the training frame nearest in pose, and
@@ -9,7 +9,9 @@ compared with the real frames. Protocols, always reported apart:
   feathered paste mask, scored on the whole crop (SyncTalk's protocol).
 - ``head``: only the pixels inside the face mask (ER-NeRF's head-only numbers).
 
-Methods scored the same way on the same frames: ``ours``; ``static``, the last training frame;
+Methods scored the same way on the same frames: ``ours``; ``nearest_pose``, the training frame
+nearest in head pose, i.e. the reference our model is given as it is; ``static``, the last
+training frame;
 ``retrieval``, the training frame whose audio window is nearest to the held-out frame's.
 Lip sync: mouth landmarks from one MediaPipe FaceMesh on real and generated sequences alike
 (LMD in pixels at 512^2), mouth-opening correlation with the real sequence, and the lag
@@ -51,7 +53,7 @@ from facespeech.train.data import (
 )
 from facespeech.train.distributed import autocast, pick_device
 
-METHODS = ("ours", "static", "retrieval")
+METHODS = ("ours", "nearest_pose", "static", "retrieval")
 PROTOCOLS = ("full", "paste_back", "head")
 LMD_SIZE = 512  # LMD is reported in pixels of a 512^2 crop, whatever the model's size
 MOUTH_LANDMARKS = LIP_POINTS  # the 40 lip-contour points LMD is measured on
@@ -138,8 +140,8 @@ def render_held_out(
         m: {p: {"psnr": 0.0, "ssim": 0.0} for p in PROTOCOLS} for m in METHODS}
     for start in range(0, len(rows), batch):
         chunk = torch.tensor(rows[start : start + batch])
-        inputs = model_inputs(clip, chunk, nearest_pose_rows(clip, chunk.tolist(), 1, 0)[:, 0],
-                              model.config.audio_neighbours, device)
+        references = nearest_pose_rows(clip, chunk.tolist(), 1, 0)[:, 0]
+        inputs = model_inputs(clip, chunk, references, model.config.audio_neighbours, device)
         if audio_windows is not None:
             index = torch.arange(start, start + len(chunk))
             inputs["audio"] = neighbour_windows(audio_windows, index,
@@ -155,6 +157,7 @@ def render_held_out(
         paste = paste_masks(clip, chunk, device)
         candidates = {
             "ours": ours,
+            "nearest_pose": clip.images[references].to(device).float() / 255.0,
             "static": clip.images[[static] * len(chunk)].to(device).float() / 255.0,
             "retrieval": clip.images[retrieved[start : start + batch]].to(device).float() / 255,
         }
@@ -317,13 +320,13 @@ def evaluate(
 
 def save_grid(frames: HeldOut, clip: ClipTensors, path: Path, tile: int = 192) -> None:
     """PNG: rows of held-out frames (first, a third in, the widest-open mouth, two thirds in),
-    columns real | ours pasted back | ours full render | static | retrieval."""
+    columns real | ours pasted back | ours full render | nearest pose | static | retrieval."""
     from PIL import Image
 
     opening = [clip.track.expressions[r].mouth_open for r in frames.rows]
     picks = sorted({0, len(opening) // 3, int(np.argmax(opening)), 2 * len(opening) // 3})
-    columns = [frames.real, frames.pasted["ours"], frames.ours_full, frames.pasted["static"],
-               frames.pasted["retrieval"]]
+    columns = [frames.real, frames.pasted["ours"], frames.ours_full,
+               *(frames.pasted[method] for method in METHODS[1:])]
     sheet = Image.new("RGB", (tile * len(columns), tile * len(picks)))
     for c, column in enumerate(columns):
         for r, index in enumerate(picks):

@@ -39,6 +39,11 @@ class TrainConfig(BaseModel):
     samples_per_ray: int = Field(16, ge=2, le=256)
     upsampler_channels: int = Field(32, ge=16, le=512)
     reference_skips: bool = False  # see ModelConfig.reference_skips
+    warp_reference: bool = False  # see ModelConfig.warp_reference
+    # L1 between the warped reference and the target on the face outside the mouth: teaches
+    # the field's depth directly where the two frames should agree (monodepth's reprojection
+    # loss); only with warp_reference.
+    warp_weight: float = Field(0.0, ge=0, le=100)
 
     # optimisation
     steps: int = Field(600, ge=1, le=1_000_000)
@@ -105,7 +110,7 @@ class TrainConfig(BaseModel):
             plane_channels=self.plane_channels, plane_resolution=self.plane_resolution,
             hidden=self.hidden, feature_dim=self.feature_dim,
             samples_per_ray=self.samples_per_ray, upsampler_channels=self.upsampler_channels,
-            reference_skips=self.reference_skips,
+            reference_skips=self.reference_skips, warp_reference=self.warp_reference,
         )
 
     @classmethod
@@ -120,7 +125,7 @@ SHAPE_FIELDS = (
     "image_size", "render_size", "audio_dim", "use_expression", "use_motion", "motion_codes",
     "motion_shape", "mask_reference_mouth", "plane_channels",
     "plane_resolution", "hidden", "feature_dim", "samples_per_ray", "upsampler_channels",
-    "reference_skips",
+    "reference_skips", "warp_reference",
 )
 
 PRESETS: dict[str, TrainConfig] = {

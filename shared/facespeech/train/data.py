@@ -301,6 +301,9 @@ def model_inputs(
         "focal": c.focal[rows],
         "reference": clip.images[reference_rows].float() / 255.0,
         "reference_mouth": clip.mouth[reference_rows],
+        "reference_rotation": c.rotation[reference_rows],
+        "reference_offset": c.offset[reference_rows],
+        "reference_focal": c.focal[reference_rows],
         "expression": c.expression[rows],
     }
     return {name: value.to(device, non_blocking=True) for name, value in inputs.items()}

@@ -254,13 +254,17 @@ def evaluate(
         for chunk in _chunks(rows, batch):
             target_rows = torch.tensor(chunk)
             references = nearest_pose_rows(clip, chunk, 1, min_gap)[:, 0]
-            rendered = render_rows(model, clip, target_rows, references, device)
+            out = render_outputs(model, clip, target_rows, references, device)
             target = clip.images[target_rows].to(device).float() / 255.0
             mask = clip.masks[target_rows].to(device).float() / 255.0
-            scores = compute_metrics(rendered, target, mask)
-            baseline = clip.images[[static] * len(chunk)].to(device).float() / 255.0
-            scores |= {f"baseline_static_{name}": value for name, value in
-                       compute_metrics(baseline, target, mask).items()}
+            scores = compute_metrics(out["rgb"], target, mask)
+            baselines = {"static": clip.images[[static] * len(chunk)],
+                         "reference": clip.images[references]}
+            if model.config.warp_reference:  # the reference as the upsampler sees it
+                baselines["warped_reference"] = out["reference"]
+            for method, frames in baselines.items():
+                scores |= {f"baseline_{method}_{name}": value for name, value in
+                           compute_metrics(_unit(frames, device), target, mask).items()}
             for name, value in scores.items():
                 sums[name] = sums.get(name, 0.0) + value * len(chunk)
     model.train(was_training)
@@ -285,11 +289,27 @@ def render_rows(
 ) -> torch.Tensor:
     """The model's frames (B, 3, S, S) in [0, 1] for target rows over reference rows; driven by
     the rows' tracked motion codes instead of the audio regressor's if tracked_motion."""
+    return render_outputs(model, clip, rows, reference_rows, device, tracked_motion)["rgb"]
+
+
+def render_outputs(
+    model: TalkingHead, clip: ClipTensors, rows: torch.Tensor, reference_rows: torch.Tensor,
+    device: torch.device, tracked_motion: bool = False,
+) -> dict[str, torch.Tensor]:
+    """render_rows' frames as "rgb", and the reference the output was built on as "reference"
+    (warped into the target's pose if the model warps), both (B, 3, S, S) in [0, 1]."""
     inputs = model_inputs(clip, rows, reference_rows, model.config.audio_neighbours, device)
     if tracked_motion:
         inputs["motion"] = clip.motion[rows].to(device)
     with torch.inference_mode(), distributed.autocast(device):
-        return model(**inputs)["rgb"].float().clamp(0, 1)
+        out = model(**inputs)
+    return {name: out[name].float().clamp(0, 1) for name in ("rgb", "reference")}
+
+
+def _unit(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 or [0, 1] float images -> float in [0, 1] on the device."""
+    images = images.to(device)
+    return images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
 
 
 def held_out_sample(model: TalkingHead, clip: ClipTensors, device: torch.device) -> torch.Tensor:
@@ -375,6 +395,9 @@ def _accumulate_gradients(
             with distributed.autocast(device):
                 out = trainer(**inputs, jitter=config.ray_jitter)
             loss = _photo_loss(out["rgb"].float(), clip, chunk, config, device)
+            if config.warp_weight and config.warp_reference:
+                loss = loss + config.warp_weight * _warp_loss(out["reference"].float(), clip,
+                                                              chunk, device)
             loss = loss * (len(chunk) / len(rows))
             loss.backward()
         total += loss.detach()
@@ -401,6 +424,19 @@ def _photo_loss(
         dissimilarity = (1.0 - ssim_map(rendered, target)) * region
         per_frame = per_frame + config.ssim_weight * dissimilarity.sum((1, 2, 3)) / region.sum(
             (1, 2, 3)).clamp_min(1.0)
+    return per_frame.mean()
+
+
+def _warp_loss(
+    warped: torch.Tensor, clip: ClipTensors, rows: torch.Tensor, device: torch.device
+) -> torch.Tensor:
+    """Mean L1 of the warped reference against the target on the face outside the mouth box,
+    where another frame of the same head should look the same once it is in the same pose."""
+    target = clip.images[rows].to(device).float() / 255.0
+    face = clip.masks[rows].to(device).float() / 255.0
+    region = face * (1.0 - box_masks(clip.mouth[rows].to(device), warped.shape[-1]))
+    per_frame = (region * (warped - target).abs()).sum((1, 2, 3)) / (
+        region.sum((1, 2, 3)).clamp_min(1.0) * 3)
     return per_frame.mean()
 
 
