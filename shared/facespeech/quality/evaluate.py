@@ -11,8 +11,8 @@ compared with the real frames. Protocols, always reported apart:
 
 Methods scored the same way on the same frames: ``ours``; ``nearest_pose``, the training frame
 nearest in head pose, i.e. the reference our model is given as it is; ``static``, the last
-training frame;
-``retrieval``, the training frame whose audio window is nearest to the held-out frame's.
+training frame; ``retrieval``, the training frame whose audio window is nearest to the
+held-out frame's.
 Lip sync: mouth landmarks from one MediaPipe FaceMesh on real and generated sequences alike
 (LMD in pixels at 512^2), mouth-opening correlation with the real sequence, and the lag
 (frames) at which mouth opening and audio energy correlate best. For a motion-driven model,

@@ -8,7 +8,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -96,6 +96,8 @@ def run(
         model_config.camera_distance, model_config.expression_dim, model_config.motion_dim,
         model_config.motion_shape,
     )
+    if device.type == "cuda":  # each step's frames are then gathered there, not copied over
+        clip = replace(clip, images=clip.images.to(device), masks=clip.masks.to(device))
     data_info = {
         "person": track.person, "clip": track.clip, "fps": info.fps,
         "source_image_size": info.image_size, "pose_normaliser": asdict(normaliser),
@@ -322,7 +324,7 @@ def held_out_sample(model: TalkingHead, clip: ClipTensors, device: torch.device)
     rendered = render_rows(model, clip, torch.tensor(row), nearest_pose_rows(clip, row, 1, 0)[:, 0],
                            device)
     model.train(was_training)
-    real = clip.images[row].float() / 255.0
+    real = clip.images[row].float().cpu() / 255.0
     return torch.cat([real[0], rendered[0].cpu()], dim=2)
 
 
