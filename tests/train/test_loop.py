@@ -38,6 +38,8 @@ def test_every_preset_trains_two_steps(preset: str, synthetic_dataset: Path,
     assert result.step == 2 and result.checkpoint == tmp_path / "model.pt"
     assert {"psnr", "ssim", "psnr_face", "ssim_face", "baseline_static_psnr"} <= set(result.metrics)
     assert all(np.isfinite(v) for v in result.metrics.values())
+    # a warping model also scores its reference as it was warped into the target's pose
+    assert ("baseline_warped_reference_psnr" in result.metrics) == config.warp_reference
     assert json.loads((tmp_path / "config.json").read_text())["steps"] == 2
     names = {json.loads(line)["name"] for line in (tmp_path / "metrics.jsonl").open()}
     assert {"Loss/photo", "Timing/sec_per_iter", "Quality/psnr"} <= names
@@ -45,6 +47,18 @@ def test_every_preset_trains_two_steps(preset: str, synthetic_dataset: Path,
     assert [p.name for p in written] == ["step-000000001.pt", "step-000000002.pt"]
     final = load(result.checkpoint)
     assert final["step"] == 2 and final["config"]["steps"] == 2 and final["data"]["person"]
+
+
+def test_warp_weight_adds_the_warped_references_error_to_the_loss(
+    synthetic_dataset: Path, tmp_path: Path
+) -> None:
+    def first_loss(weight: float) -> float:
+        config = _config("fast", steps=1, warp_weight=weight, tensorboard=False)
+        run(synthetic_dataset, tmp_path / str(weight), config)
+        lines = (tmp_path / str(weight) / "metrics.jsonl").open()
+        return next(x["value"] for x in map(json.loads, lines) if x["name"] == "Loss/photo")
+
+    assert first_loss(1.0) > first_loss(0.0)
 
 
 def test_stop_then_resume_matches_an_uninterrupted_run(synthetic_dataset: Path,
