@@ -61,6 +61,16 @@ def test_warp_weight_adds_the_warped_references_error_to_the_loss(
     assert first_loss(1.0) > first_loss(0.0)
 
 
+@pytest.mark.gpu
+def test_trains_on_cuda_with_the_clip_held_there(synthetic_dataset: Path, tmp_path: Path) -> None:
+    config = _config("fast", steps=2, device="cuda", eval_every=1, eval_frames=2,
+                     tensorboard=False)
+    result = run(synthetic_dataset, tmp_path, config)
+    assert result.step == 2
+    assert all(np.isfinite(v) for v in result.metrics.values())
+    assert "baseline_warped_reference_psnr" in result.metrics
+
+
 def test_stop_then_resume_matches_an_uninterrupted_run(synthetic_dataset: Path,
                                                         tmp_path: Path) -> None:
     config = _config(steps=4, checkpoint_every=100)
