@@ -125,8 +125,9 @@ class TalkingHead(nn.Module):
         return {"rgb": rgb, "alpha": alpha, "residual": residual, "reference": reference}
 
 
-def warp_to_target(reference: torch.Tensor, seen_at: torch.Tensor, alpha: torch.Tensor,
-          render_size: int) -> torch.Tensor:
+def warp_to_target(
+    reference: torch.Tensor, seen_at: torch.Tensor, alpha: torch.Tensor, render_size: int
+) -> torch.Tensor:
     """Resample the reference (B, 3, H, W) so that its head lands where the target's is.
 
     seen_at (B, r*r, 2): each render pixel's surface point in the reference crop; alpha
