@@ -273,8 +273,8 @@ def evaluate(
         help="syncnet_python's syncnet_v2.model to add LSE-D / LSE-C")] = None,
 ) -> None:
     """Score a model on its dataset's held-out frames: paste-back, head and full-render
-    PSNR/SSIM (+ LPIPS given local weights), lip sync, beside the static-frame and
-    audio-retrieval baselines."""
+    PSNR/SSIM (+ LPIPS given local weights), lip sync, beside the nearest-pose-frame,
+    static-frame and audio-retrieval baselines."""
     from rich.table import Table
 
     from facespeech.quality import evaluate as lib
