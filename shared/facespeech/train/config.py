@@ -138,6 +138,7 @@ PRESETS: dict[str, TrainConfig] = {
         steps=20_000, batch_size=8, lr=1e-3, plane_lr=1e-2, eval_every=2000,
         checkpoint_every=1000, device="auto", background_weight=0.05, mouth_weight=4.0,
         ssim_weight=0.1, reference_frames="near_pose", use_motion=True, warp_reference=True,
+        warp_weight=1.0,
     ),
     # One GPU, longer and larger: 128^2 render, more samples and steps.
     "quality": TrainConfig(
