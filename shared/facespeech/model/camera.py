@@ -25,8 +25,8 @@ def head_rays(
     space, so a ray parameter t is the camera depth.
     """
     batch = rotation.shape[0]
-    pixel = (torch.arange(size, device=rotation.device, dtype=rotation.dtype) + 0.5) / size - 0.5
-    v, u = torch.meshgrid(pixel, pixel, indexing="ij")
+    # pixel centres in crop-normalised units, centre 0: half grid_sample's coordinates
+    u, v = (pixel_grid(size, 1, rotation.device)[0].to(rotation.dtype) / 2).unbind(-1)
     dirs_cam = torch.stack([u.flatten(), v.flatten(), torch.ones_like(u).flatten()], dim=-1)
     dirs_cam = dirs_cam.expand(batch, -1, -1) / torch.stack(
         [focal, focal, torch.ones_like(focal)], dim=-1

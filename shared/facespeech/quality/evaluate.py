@@ -157,7 +157,7 @@ def render_held_out(
         paste = paste_masks(clip, chunk, device)
         candidates = {
             "ours": ours,
-            "nearest_pose": clip.images[references].to(device).float() / 255.0,
+            "nearest_pose": inputs["reference"],  # the reference as the model is given it
             "static": clip.images[[static] * len(chunk)].to(device).float() / 255.0,
             "retrieval": clip.images[retrieved[start : start + batch]].to(device).float() / 255,
         }

@@ -396,29 +396,37 @@ def _accumulate_gradients(
         with sync:
             with distributed.autocast(device):
                 out = trainer(**inputs, jitter=config.ray_jitter)
-            loss = _photo_loss(out["rgb"].float(), clip, chunk, config, device)
+            target, face, mouth = _loss_targets(clip, chunk, device)
+            loss = _photo_loss(out["rgb"].float(), target, face, mouth, config)
             if config.warp_weight and config.warp_reference:
-                loss = loss + config.warp_weight * _warp_loss(out["reference"].float(), clip,
-                                                              chunk, device)
+                loss = loss + config.warp_weight * _warp_loss(out["reference"].float(), target,
+                                                              face, mouth)
             loss = loss * (len(chunk) / len(rows))
             loss.backward()
         total += loss.detach()
     return total
 
 
+def _loss_targets(
+    clip: ClipTensors, rows: torch.Tensor, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The rows' real frames (B, 3, S, S), face masks and mouth boxes (B, 1, S, S), in [0, 1]."""
+    target = clip.images[rows].to(device).float() / 255.0
+    face = clip.masks[rows].to(device).float() / 255.0
+    mouth = box_masks(clip.mouth[rows].to(device), target.shape[-1])
+    return target, face, mouth
+
+
 def _photo_loss(
-    rendered: torch.Tensor, clip: ClipTensors, rows: torch.Tensor, config: TrainConfig,
-    device: torch.device,
+    rendered: torch.Tensor, target: torch.Tensor, face: torch.Tensor, mouth: torch.Tensor,
+    config: TrainConfig,
 ) -> torch.Tensor:
     """L1 weighted towards the (grown) face and, more, the mouth, where the audio has to show,
     plus (1 - SSIM) over the face. Each frame's loss is normalised on its own and the batch
     takes their mean, so micro-batches and DDP ranks add up to exactly the whole batch."""
-    target = clip.images[rows].to(device).float() / 255.0
-    face = clip.masks[rows].to(device).float() / 255.0
     grow = round(config.face_grow * config.image_size)
     if grow:  # the paste region of rendering reaches beyond the face mask (an open jaw)
         face = F.max_pool2d(face, 2 * grow + 1, stride=1, padding=grow)
-    mouth = box_masks(clip.mouth[rows].to(device), config.image_size)
     weight = config.background_weight + config.face_weight * face + config.mouth_weight * mouth
     per_frame = (weight * (rendered - target).abs()).sum((1, 2, 3)) / (weight.sum((1, 2, 3)) * 3)
     if config.ssim_weight:
@@ -430,13 +438,11 @@ def _photo_loss(
 
 
 def _warp_loss(
-    warped: torch.Tensor, clip: ClipTensors, rows: torch.Tensor, device: torch.device
+    warped: torch.Tensor, target: torch.Tensor, face: torch.Tensor, mouth: torch.Tensor
 ) -> torch.Tensor:
     """Mean L1 of the warped reference against the target on the face outside the mouth box,
     where another frame of the same head should look the same once it is in the same pose."""
-    target = clip.images[rows].to(device).float() / 255.0
-    face = clip.masks[rows].to(device).float() / 255.0
-    region = face * (1.0 - box_masks(clip.mouth[rows].to(device), warped.shape[-1]))
+    region = face * (1.0 - mouth)
     per_frame = (region * (warped - target).abs()).sum((1, 2, 3)) / (
         region.sum((1, 2, 3)).clamp_min(1.0) * 3)
     return per_frame.mean()
