@@ -151,6 +151,11 @@ def preprocess(
     bfm_model: Annotated[
         Path | None, typer.Option(help="BFM09_model_info.mat: fit the Basel Face Model")
     ] = None,
+    extra_video: Annotated[
+        list[Path] | None,
+        typer.Option(help="more video of the same person, trained on (repeat the option); "
+                     "the held-out tail comes from VIDEO"),
+    ] = None,
 ) -> None:
     """Turn a talking video into a dataset directory; run again to resume a stopped run."""
     from facespeech import preprocess as lib
@@ -164,7 +169,8 @@ def preprocess(
         bfm_model=str(bfm_model) if bfm_model else None,
     )
     with progress_bar("preprocess") as (hook, _):
-        report = lib.run(video, out, config, on_progress=hook, audio=audio)
+        report = lib.run(video, out, config, on_progress=hook, audio=audio,
+                         extra_videos=extra_video or ())
     console.print_json(json.dumps(asdict(report)))
 
 

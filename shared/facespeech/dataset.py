@@ -75,6 +75,9 @@ class PersonTrack:
     landmarks_3d: np.ndarray | None = None
     # per frame, (68, 2) in crop pixels from the face-alignment backend; optional
     landmarks_68: list[list[list[float]]] | np.ndarray | None = None
+    # first frame number of each joined source video (frames before the next one's start
+    # belong to it); [1] for a dataset made from one video
+    segment_starts: list[int] = field(default_factory=lambda: [1])
 
 
 @dataclass
@@ -87,6 +90,8 @@ class DatasetInfo:
     dropped_frames: dict[str, list[int]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     version: int = LAYOUT_VERSION
+    # person -> first frame number of each source video when several were joined ([1]: one)
+    segments: dict[str, list[int]] = field(default_factory=dict)
 
 
 def image_path(root: Path, person: str, frame: int) -> Path:
@@ -192,6 +197,7 @@ def read_tracks(root: Path) -> list[PersonTrack]:
             landmarks=landmarks[person],
             train_frames=split[person]["train"],
             held_out_frames=split[person]["held_out"],
+            segment_starts=info.segments.get(person, [1]),
         )
         for person in info.persons
     ]

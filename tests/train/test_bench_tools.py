@@ -57,3 +57,18 @@ def test_fit_gap_scores_four_cases_per_band_and_draws_the_error_map(
     assert report["held_out_tracked"]["frames"] == len(track.held_out_frames)
     assert report["train_tracked"]["frames"] == len(track.train_frames[::3])
     assert Image.open(out).size == (3 * 32, 32)
+
+
+def test_view_of_a_joined_dataset_can_train_on_its_main_video_alone(
+    synthetic_dataset: Path, tmp_path: Path
+) -> None:
+    joined = tmp_path / "joined"
+    make_view(synthetic_dataset, joined, 1.0)
+    info_file = joined / "metadata" / "info.json"
+    info = json.loads(info_file.read_text())
+    info_file.unlink()  # a link to the original: write the joined dataset's own
+    info_file.write_text(json.dumps({**info, "segments": {info["persons"][0]: [1, 21]}}))
+    make_view(joined, tmp_path / "main", 1.0, main_video_only=True)
+    original, view = read_tracks(joined)[0], read_tracks(tmp_path / "main")[0]
+    assert view.train_frames == [f for f in original.train_frames if f >= 21]
+    assert view.held_out_frames == original.held_out_frames and view.segment_starts == [1, 21]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +29,7 @@ from facespeech.media import MediaInfo, iter_video_frames, load_audio, probe
 from facespeech.preprocess.audio_features import log_mel, normalise_loudness
 from facespeech.preprocess.config import Check, PreprocessConfig, PreprocessReport
 from facespeech.preprocess.crop import box_origin
+from facespeech.preprocess.join import join_videos
 from facespeech.preprocess.plate import background_plate
 from facespeech.preprocess.pose import (
     blink_codes,
@@ -51,6 +52,7 @@ STAGES = {
     "report": (0.98, 1.0),
 }
 JITTER_SECONDS = 2.0
+JOIN_DIR = ".join"  # several videos joined into one; kept until the run ends, for a resume
 
 
 @dataclass
@@ -66,6 +68,11 @@ class _Run:
     warnings: list[str] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    segment_starts: list[int] = field(default_factory=lambda: [1])  # see dataset.DatasetInfo
+    name: str = ""  # what messages call the video
+
+    def __post_init__(self) -> None:
+        self.name = self.name or self.video.name
 
     def progress(self, stage: str, within: float, message: str = "") -> None:
         start, end = STAGES[stage]
@@ -93,7 +100,7 @@ class _Run:
 
     def fail(self, name: str, detail: str) -> InputError:
         self.checks.append(Check(name, "fail", detail))
-        return InputError(f"{self.video.name}: {detail}")
+        return InputError(f"{self.name}: {detail}")
 
     def early_checks(self, second_face_ratios: list[float], face_heights: list[float]) -> None:
         """Fail during the pass, as soon as there is enough evidence, not after it."""
@@ -131,18 +138,30 @@ def run(
     on_progress: ProgressFn = no_progress,
     should_stop: StopFn = never_stop,
     audio: Path | None = None,
+    extra_videos: Sequence[Path] = (),
 ) -> PreprocessReport:
     """Preprocess one talking video (optionally with a separate audio file) into out_dir.
 
-    Run again on the same out_dir after a stop or a crash, it continues from the last
-    finished chunk.
+    `extra_videos`, more video of the same person, are joined before `video` and trained on;
+    the held-out tail is taken from `video` alone. Run again on the same out_dir after a stop
+    or a crash, it continues from the last finished chunk.
     """
     started = time.monotonic()
     job = _Run(video, out_dir, config, on_progress, should_stop)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     with _timed(job, "decode"):
-        info = _check_video(video, config, job)
+        if extra_videos:
+            if audio is not None:
+                raise InputError("a separate audio file goes with a single video; "
+                                 "join the videos with their own sound instead")
+            for source in [*extra_videos, video]:
+                _check_video(source, config, job)
+            joined = join_videos([*extra_videos, video], out_dir / JOIN_DIR,
+                                 job.check_stop)
+            job.video, audio, job.segment_starts = joined.video, joined.audio, joined.segment_starts
+            job.name = " + ".join(v.name for v in [*extra_videos, video])
+        info = _check_video(job.video, config, job)
         job.expected_frames = max(1, round(info.duration_s * dataset.FPS))
         wave = _load_checked_audio(audio or video, info, job)
     # The audio files need nothing from the video: write them beside the pass (a thread
@@ -163,7 +182,9 @@ def run(
         dataset.write_metadata(out_dir, dataset.DatasetInfo(
             fps=dataset.FPS, image_size=config.image_size, persons=persons,
             clips={**(earlier.clips if earlier else {}), config.person: config.clip},
-            source=video.name,
+            source=job.name,
+            segments={**(earlier.segments if earlier else {}),
+                      config.person: job.segment_starts},
             dropped_frames={**(earlier.dropped_frames if earlier else {}),
                             config.person: [i + 1 for i in stream.dropped]},
             warnings=job.warnings,
@@ -180,6 +201,7 @@ def run(
     with _timed(job, "report"):
         _write_report_files(job, report, track)
         shutil.rmtree(out_dir / WORK_DIR, ignore_errors=True)
+        shutil.rmtree(out_dir / JOIN_DIR, ignore_errors=True)
     report.seconds_taken = round(time.monotonic() - started, 2)
     write_report(out_dir, report)
     job.progress("report", 1.0, "done")
@@ -311,7 +333,7 @@ def _person_track(
     scale = (size / origins[:, 2])[:, None, None]
     raw = (stream.landmarks - np.column_stack([origins[:, :2], np.zeros(len(origins))])[:, None]
            ) * scale
-    crop_landmarks = _smooth_runs(raw, stream.kept, config)
+    crop_landmarks = _smooth_runs(raw, stream.kept, job.segment_starts, config)
     fit = fit_poses(crop_landmarks, size)
     blinks = blink_codes(fit.normalised)
     mouths = mouth_opening(fit.normalised)
@@ -337,12 +359,14 @@ def _person_track(
         )
         for slot, number in enumerate(numbers)
     ]
-    held_out = set(held_out_frames(numbers, config.held_out_fraction))
+    main_video = [n for n in numbers if n >= job.segment_starts[-1]]
+    held_out = set(held_out_frames(main_video or numbers, config.held_out_fraction))
     track = dataset.PersonTrack(
         person=config.person, clip=config.clip, poses=poses, expressions=expressions,
         landmarks=crop_landmarks[:, :N_LANDMARKS, :2],
         train_frames=[n for n in numbers if n not in held_out],
         held_out_frames=[n for n in numbers if n in held_out],
+        segment_starts=job.segment_starts,
         landmarks_3d=crop_landmarks[:, :N_LANDMARKS],
         landmarks_68=(crop_landmarks[:, N_LANDMARKS:, :2]
                       if crop_landmarks.shape[1] > N_LANDMARKS else None),
@@ -350,11 +374,13 @@ def _person_track(
     return track, _jitter(raw, crop_landmarks, fit.rotations, fit.translations, numbers)
 
 
-def _smooth_runs(landmarks: np.ndarray, kept: list[int], config: PreprocessConfig
-                 ) -> np.ndarray:
-    """Zero-lag One-Euro over each run of consecutive frames (not across dropped gaps)."""
+def _smooth_runs(landmarks: np.ndarray, kept: list[int], segment_starts: list[int],
+                 config: PreprocessConfig) -> np.ndarray:
+    """Zero-lag One-Euro over each run of consecutive frames (not across dropped gaps nor
+    from one joined video into the next)."""
     smoothed = np.empty_like(landmarks, dtype=np.float64)
-    breaks = np.flatnonzero(np.diff(kept) != 1) + 1
+    numbers = np.asarray(kept) + 1
+    breaks = np.flatnonzero((np.diff(kept) != 1) | np.isin(numbers[1:], segment_starts)) + 1
     for run in np.split(np.arange(len(kept)), breaks):
         smoothed[run] = smooth_landmarks(landmarks[run], dataset.FPS,
                                          config.landmark_min_cutoff_hz, config.landmark_beta)

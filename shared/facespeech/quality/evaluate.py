@@ -95,8 +95,8 @@ def load_eval_clip(dataset_dir: Path, state: dict, config: ModelConfig) -> ClipT
 
 
 def retrieval_rows(clip: ClipTensors, rows: list[int]) -> torch.Tensor:
-    """For each row, the training row whose audio window is nearest (L2): what a lookup of the
-    training video by sound alone gives."""
+    """For each row, the training row of the same source video whose audio window is nearest
+    (L2): what a lookup of the training video by sound alone gives."""
     def features(of: list[int]) -> torch.Tensor:
         frames = torch.tensor([clip.track.poses[r].frame - 1 for r in of])
         return clip.windows[frames].flatten(1)
@@ -106,6 +106,10 @@ def retrieval_rows(clip: ClipTensors, rows: list[int]) -> torch.Tensor:
     # itself (silent frames differ by little).
     distances = torch.cdist(features(rows), features(clip.train_rows),
                             compute_mode="donot_use_mm_for_euclid_dist")
+    # a frame of another joined source video would be a different-looking picture, not a
+    # fair lookup of this video
+    distances = distances.masked_fill(clip.across_videos(torch.tensor(rows), train),
+                                      float("inf"))
     nearest = distances.argmin(dim=1)
     return train[nearest]
 

@@ -252,6 +252,19 @@ class ClipTensors:
     train_rows: list[int]
     held_out_rows: list[int]
     motion: torch.Tensor  # (N, M) standardised mouth-motion codes, M may be 0
+    segment: torch.Tensor  # (N,) which joined source video each row comes from
+
+    def across_videos(self, rows: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """(R, C) True where a candidate row comes from another source video than the row:
+        its lighting, framing and background differ, so it is no reference for it."""
+        return self.segment[rows][:, None] != self.segment[candidates][None, :]
+
+
+def segment_of(track: PersonTrack) -> torch.Tensor:
+    """(N,) index of the joined source video of each row of the track (0 for one video)."""
+    frames = torch.tensor([p.frame for p in track.poses])
+    starts = torch.tensor(sorted(track.segment_starts or [1]))
+    return (torch.searchsorted(starts, frames, right=True) - 1).clamp(min=0)
 
 
 def load_clip(
@@ -283,6 +296,7 @@ def load_clip(
         train_rows=train_rows,
         held_out_rows=held_out_rows,
         motion=motion_codes(track, train_rows, motion_dim, motion_shape),
+        segment=segment_of(track),
     )
 
 
@@ -316,7 +330,7 @@ def nearest_pose_rows(
 
     Pose distance: rotation matrices (Frobenius) plus offsets, both in head units. Training
     rows within `min_gap` frames of the row are skipped, so a reference never shows (almost)
-    the target's own mouth.
+    the target's own mouth, and so are rows of another joined source video.
     """
     c = clip.conditions
     train = torch.tensor(clip.train_rows)
@@ -325,7 +339,7 @@ def nearest_pose_rows(
     distance = torch.cdist(pose[query], pose[train])  # (R, T)
     frames = torch.tensor([p.frame for p in clip.track.poses])
     too_close = (frames[query][:, None] - frames[train][None, :]).abs() < min_gap
-    distance = distance.masked_fill(too_close, float("inf"))
+    distance = distance.masked_fill(too_close | clip.across_videos(query, train), float("inf"))
     k = min(candidates, len(train))
     order = distance.topk(k, dim=1, largest=False).indices
     fallback = distance.isinf().all(dim=1)  # a clip shorter than the gap: any frame will do

@@ -1,0 +1,100 @@
+"""Several videos of one person joined into one dataset (preprocess.join, run(extra_videos))."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import soundfile as sf
+
+from facespeech import dataset
+from facespeech.errors import InputError
+from facespeech.media import iter_video_frames, probe
+from facespeech.preprocess import run
+from facespeech.preprocess.audio_features import speech_rms
+from facespeech.preprocess.join import join_videos, letterbox
+from tests.conftest import shared_file
+from tests.preprocess.conftest import SMALL, aoc_frames_and_audio, write_video
+
+TAKES = replace(SMALL, min_seconds=3.0)  # two 4 s takes
+
+
+@pytest.fixture(scope="module")
+def two_takes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A quiet 4:3 take and a loud square one of the same person, 4 s each."""
+    folder = tmp_path_factory.mktemp("takes")
+    frames, audio = aoc_frames_and_audio(8.0)
+    wide = [cv2.resize(f, (320, 240)) for f in frames[:100]]
+    quiet = write_video(folder / "quiet_wide.mp4", wide, audio[: 100 * 640] * 0.1)
+    loud = write_video(folder / "loud_square.mp4", frames[100:200], audio[100 * 640 :])
+    return quiet, loud
+
+
+def test_join_letterboxes_into_the_last_video_and_levels_the_voices(
+    two_takes: tuple[Path, Path], tmp_path: Path
+) -> None:
+    quiet, loud = two_takes
+    joined = join_videos([quiet, loud], tmp_path)
+    frames = list(iter_video_frames(joined.video))
+    assert frames[0].shape == (256, 256, 3)  # the main (last) video's size
+    assert joined.segment_starts == [1, 101] and len(frames) == 100 + 100
+    # the 4:3 take keeps its shape: black bars above and below, picture in the middle
+    first = frames[0].astype(int)
+    assert first[:25].max() < 20 and first[-25:].max() < 20 and first[100:150].mean() > 40
+    wave, rate = sf.read(joined.audio)
+    assert rate == 16_000 and len(wave) == len(frames) * 640  # sound starts with its frames
+    levels = [speech_rms(wave[: 100 * 640], rate), speech_rms(wave[100 * 640 :], rate)]
+    assert levels[0] == pytest.approx(levels[1], rel=0.25)  # the quiet take was raised
+    again = join_videos([quiet, loud], tmp_path)  # a resumed run reuses the finished join
+    assert again == joined and joined.video.stat().st_mtime_ns == again.video.stat().st_mtime_ns
+
+
+def test_letterbox_keeps_the_aspect_ratio() -> None:
+    tall = np.full((200, 100, 3), 255, dtype=np.uint8)
+    boxed = letterbox(tall, 300, 300)
+    assert boxed.shape == (300, 300, 3)
+    columns = np.flatnonzero(boxed[150, :, 0] > 128)
+    assert columns[0] == 75 and columns[-1] == 224  # 150 px wide, centred
+
+
+def test_a_joined_dataset_holds_out_only_the_main_videos_tail(
+    two_takes: tuple[Path, Path], tmp_path: Path
+) -> None:
+    quiet, loud = two_takes
+    report = run(loud, tmp_path, TAKES, extra_videos=[quiet])
+    info = dataset.read_info(tmp_path)
+    (track,) = dataset.read_tracks(tmp_path)
+    assert info.segments == {"p0": [1, 101]} and track.segment_starts == [1, 101]
+    assert info.source == "quiet_wide.mp4 + loud_square.mp4"
+    main_frames = [p.frame for p in track.poses if p.frame >= 101]
+    assert track.held_out_frames == main_frames[-round(0.1 * len(main_frames)):]
+    assert min(track.train_frames) < 101 and report.frames == len(track.poses)
+    assert len(track.poses) > 190  # both takes were tracked
+    assert not (tmp_path / ".join").exists() and not (tmp_path / ".work").exists()
+    wave, _ = sf.read(dataset.audio_path(tmp_path, "p0", "clip"))
+    assert abs(len(wave) / 16_000 - 200 / 25) < 0.05
+
+
+def test_single_video_datasets_say_they_are_one_segment(
+    aoc_run: tuple[Path, object, list]
+) -> None:
+    root = aoc_run[0]
+    assert dataset.read_info(root).segments == {"p0": [1]}
+    assert dataset.read_tracks(root)[0].segment_starts == [1]
+
+
+def test_joining_refuses_a_separate_audio_file_and_a_silent_take(
+    two_takes: tuple[Path, Path], tmp_path: Path
+) -> None:
+    quiet, loud = two_takes
+    with pytest.raises(InputError, match="separate audio file"):
+        run(loud, tmp_path / "a", TAKES, audio=shared_file("audio/en_radio31.wav"),
+            extra_videos=[quiet])
+    frames = list(iter_video_frames(quiet))
+    mute = write_video(tmp_path / "mute.mp4", frames, None)
+    assert not probe(mute).has_audio
+    with pytest.raises(InputError, match="mute.mp4: no audio track"):
+        run(loud, tmp_path / "b", TAKES, extra_videos=[mute])
