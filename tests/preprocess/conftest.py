@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -14,6 +16,7 @@ from tests.conftest import shared_file
 
 # Short clips (5 s) stand in for real uploads in the failure tests: lower the length limit.
 SMALL = PreprocessConfig(image_size=128, min_seconds=4.0)
+TAKES = replace(SMALL, min_seconds=3.0)  # for two 4 s takes of one person
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +54,14 @@ def aoc_frames_and_audio(seconds: float) -> tuple[list[np.ndarray], np.ndarray]:
         if len(frames) >= round(seconds * 25):
             break
     return frames, load_audio(video)[: round(seconds * 16_000)]
+
+
+@pytest.fixture(scope="session")
+def two_takes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A quiet 4:3 take and a loud square one of the same person, 4 s each."""
+    folder = tmp_path_factory.mktemp("takes")
+    frames, audio = aoc_frames_and_audio(8.0)
+    wide = [cv2.resize(f, (320, 240)) for f in frames[:100]]
+    quiet = write_video(folder / "quiet_wide.mp4", wide, audio[: 100 * 640] * 0.1)
+    loud = write_video(folder / "loud_square.mp4", frames[100:200], audio[100 * 640 :])
+    return quiet, loud

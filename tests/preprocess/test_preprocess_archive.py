@@ -17,6 +17,7 @@ from facespeech import dataset
 from facespeech.errors import InputError
 from facespeech.preprocess import import_archive
 from facespeech.preprocess.audio_features import SILENCE, frame_windows, log_mel
+from tests.preprocess.conftest import TAKES
 
 
 def _zip_dataset(root: Path, archive: Path, skip: tuple[str, ...] = ()) -> Path:
@@ -150,3 +151,30 @@ def test_second_person_without_images_is_refused_by_name(aoc_run: tuple, tmp_pat
     shutil.rmtree(copy / "images" / "guest")
     with pytest.raises(InputError, match="person guest: 200 images"):
         import_archive(_zip_dataset(copy, tmp_path / "ds.zip"), tmp_path / "out")
+
+
+def test_an_archive_of_takes_is_preprocessed_as_one_joined_clip(
+    two_takes: tuple[Path, Path], tmp_path: Path
+) -> None:
+    quiet, loud = two_takes
+    archive = tmp_path / "takes.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.write(loud, "person/take2.mp4")  # name order, not archive order, decides
+        zipped.write(quiet, "person/take1.mp4")
+    report = import_archive(archive, tmp_path / "out", TAKES)
+    info = dataset.read_info(tmp_path / "out")
+    (track,) = dataset.read_tracks(tmp_path / "out")
+    assert info.source == "take1.mp4 + take2.mp4" and info.segments == {"p0": [1, 101]}
+    assert min(track.held_out_frames) >= 101 and report.frames == len(track.poses)
+    assert not (tmp_path / "out" / ".extracting").exists()
+
+
+def test_an_archive_of_a_video_and_something_else_is_refused(
+    two_takes: tuple[Path, Path], tmp_path: Path
+) -> None:
+    archive = tmp_path / "mixed.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.write(two_takes[0], "take1.mp4")
+        zipped.writestr("notes.txt", "hello")
+    with pytest.raises(InputError, match="hold only videos"):
+        import_archive(archive, tmp_path / "out", TAKES)

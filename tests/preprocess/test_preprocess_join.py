@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import soundfile as sf
@@ -17,20 +15,7 @@ from facespeech.preprocess import run
 from facespeech.preprocess.audio_features import speech_rms
 from facespeech.preprocess.join import join_videos, letterbox
 from tests.conftest import shared_file
-from tests.preprocess.conftest import SMALL, aoc_frames_and_audio, write_video
-
-TAKES = replace(SMALL, min_seconds=3.0)  # two 4 s takes
-
-
-@pytest.fixture(scope="module")
-def two_takes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A quiet 4:3 take and a loud square one of the same person, 4 s each."""
-    folder = tmp_path_factory.mktemp("takes")
-    frames, audio = aoc_frames_and_audio(8.0)
-    wide = [cv2.resize(f, (320, 240)) for f in frames[:100]]
-    quiet = write_video(folder / "quiet_wide.mp4", wide, audio[: 100 * 640] * 0.1)
-    loud = write_video(folder / "loud_square.mp4", frames[100:200], audio[100 * 640 :])
-    return quiet, loud
+from tests.preprocess.conftest import TAKES, write_video
 
 
 def test_join_letterboxes_into_the_last_video_and_levels_the_voices(

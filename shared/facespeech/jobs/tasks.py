@@ -216,10 +216,11 @@ def _preprocess_into_store(job: Job, scratch: Path, dataset: Dataset) -> None:
     should_stop = _cancel_checker(job.id)
     _set_dataset(dataset.id, status=DatasetStatus.processing)
     try:
-        if dataset.source_kind == "archive":
-            report = preprocess.import_archive(source, out_dir)
+        config = preprocess.PreprocessConfig(bfm_model=get_settings().bfm_model or None)
+        if dataset.source_kind == "archive":  # a dataset in the layout, or several takes
+            report = preprocess.import_archive(source, out_dir, config, on_progress=reporter,
+                                               should_stop=should_stop)
         else:
-            config = preprocess.PreprocessConfig(bfm_model=get_settings().bfm_model or None)
             report = preprocess.run(source, out_dir, config, on_progress=reporter,
                                     should_stop=should_stop)
     except InputError as error:

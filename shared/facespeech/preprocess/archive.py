@@ -1,4 +1,5 @@
-"""import_archive: a zip or tar already in the dataset layout, extracted safely and completed."""
+"""import_archive: a zip or tar extracted safely: a dataset in the layout is completed; an
+archive of videos (several takes of one person) is preprocessed as one joined clip."""
 
 from __future__ import annotations
 
@@ -13,25 +14,32 @@ from PIL import Image
 
 from facespeech import dataset
 from facespeech.errors import InputError
+from facespeech.hooks import ProgressFn, StopFn, never_stop, no_progress
 from facespeech.media import load_audio
 from facespeech.preprocess.archive_check import Member, ReadMember, open_archive
 from facespeech.preprocess.config import PreprocessConfig, PreprocessReport
 from facespeech.preprocess.crop import face_mask
 from facespeech.preprocess.masks import semantic_mask
-from facespeech.preprocess.pipeline import held_out_frames, write_features
+from facespeech.preprocess.pipeline import held_out_frames, run, write_features
 from facespeech.preprocess.tracking import N_LANDMARKS, face_height
 
 NESTED_ARCHIVE_SUFFIXES = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar")
 COPY_CHUNK = 1024 * 1024
+VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".webm", ".mkv")
+MAX_TAKES = 20
 
 
 def import_archive(
     archive: Path,
     out_dir: Path,
     config: PreprocessConfig = PreprocessConfig(),  # noqa: B008 - frozen, safe to share
+    on_progress: ProgressFn = no_progress,
+    should_stop: StopFn = never_stop,
 ) -> PreprocessReport:
     """Extract `archive` into out_dir, check the layout, and add what is missing
-    (16 kHz audio, features, split.json, masks). InputError says what is wrong."""
+    (16 kHz audio, features, split.json, masks). An archive holding only videos is taken
+    as several takes of one person: preprocessed together, in name order, the last take's
+    tail held out. InputError says what is wrong."""
     started = time.monotonic()
     warnings: list[str] = []
     staging = out_dir / ".extracting"
@@ -39,6 +47,15 @@ def import_archive(
     staging.mkdir(parents=True)
     with open_archive(archive, config) as (members, read_member):
         warnings += _extract(members, read_member, staging, config)
+    takes = _takes(staging)
+    if takes:
+        try:
+            report = run(takes[-1], out_dir, config, on_progress, should_stop,
+                         extra_videos=takes[:-1])
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        report.warnings = warnings + report.warnings
+        return report
     root = _layout_root(archive, staging)
     for entry in root.iterdir():
         target = out_dir / entry.name
@@ -76,6 +93,17 @@ def _extract(
     return warnings
 
 
+def _takes(staging: Path) -> list[Path]:
+    """The videos, in name order, when every file extracted is one; else []."""
+    files = sorted(p for p in staging.rglob("*") if p.is_file())
+    if not files or any(p.suffix.lower() not in VIDEO_SUFFIXES for p in files):
+        return []
+    if len(files) > MAX_TAKES:
+        raise InputError(f"the archive holds {len(files)} videos; at most {MAX_TAKES} takes "
+                         "of one person are joined")
+    return files
+
+
 def _layout_root(archive: Path, staging: Path) -> Path:
     """The folder holding metadata/info.json: the archive root or its one top folder."""
     candidates = [staging, *(p for p in staging.iterdir() if p.is_dir())]
@@ -83,7 +111,8 @@ def _layout_root(archive: Path, staging: Path) -> Path:
         if (candidate / "metadata" / "info.json").is_file():
             return candidate
     raise InputError(f"{archive.name}: no metadata/info.json; the archive must be in the "
-                     "dataset layout (images/, audio/, metadata/)")
+                     "dataset layout (images/, audio/, metadata/) or hold only videos "
+                     f"({', '.join(VIDEO_SUFFIXES)}) of one person")
 
 
 def complete_layout(root: Path, config: PreprocessConfig, source: str = "") -> PreprocessReport:

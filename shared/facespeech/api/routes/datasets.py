@@ -43,7 +43,9 @@ async def upload_dataset(
     settings: SettingsDep,
     idempotency_key: IdempotencyKey = None,
 ) -> DatasetPublic:
-    """Upload a talking video (mp4/mov/webm/mkv) or a dataset archive (zip/tar).
+    """Upload a talking video (mp4/mov/webm/mkv) or an archive (zip/tar): a dataset in the
+    layout, or several takes (videos) of one person, joined in name order, the last take's
+    tail held out for scoring.
 
     Send the file as the raw body (`?filename=` names it) or as the `file` part of a
     multipart form with an optional `name` field. The size limit applies while streaming.
