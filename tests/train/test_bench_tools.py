@@ -13,6 +13,7 @@ from bench import fit_gap
 from bench.split_view import make_view
 from facespeech import train
 from facespeech.dataset import read_tracks
+from tests.train.conftest import joined_view
 
 
 def test_view_cuts_training_frames_and_keeps_held_out(
@@ -62,12 +63,7 @@ def test_fit_gap_scores_four_cases_per_band_and_draws_the_error_map(
 def test_view_of_a_joined_dataset_can_train_on_its_main_video_alone(
     synthetic_dataset: Path, tmp_path: Path
 ) -> None:
-    joined = tmp_path / "joined"
-    make_view(synthetic_dataset, joined, 1.0)
-    info_file = joined / "metadata" / "info.json"
-    info = json.loads(info_file.read_text())
-    info_file.unlink()  # a link to the original: write the joined dataset's own
-    info_file.write_text(json.dumps({**info, "segments": {info["persons"][0]: [1, 21]}}))
+    joined = joined_view(synthetic_dataset, tmp_path / "joined", [1, 21])
     make_view(joined, tmp_path / "main", 1.0, main_video_only=True)
     original, view = read_tracks(joined)[0], read_tracks(tmp_path / "main")[0]
     assert view.train_frames == [f for f in original.train_frames if f >= 21]

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
-from facespeech.dataset import load_features, read_tracks
+from facespeech.dataset import image_path, load_features, read_tracks
+from facespeech.model import ModelConfig
 from facespeech.quality.evaluate import retrieval_rows
+from facespeech.render.reference import from_dataset
 from facespeech.train.data import (
     ClipTensors,
     PoseNormaliser,
@@ -16,6 +20,7 @@ from facespeech.train.data import (
     load_clip,
     nearest_pose_rows,
 )
+from tests.train.conftest import joined_view
 
 
 def _clip(root: Path, segment_starts: list[int]) -> ClipTensors:
@@ -44,3 +49,17 @@ def test_references_and_retrieval_never_cross_videos(synthetic_dataset: Path) ->
                        joined.segment[rows][:, None].expand_as(references))
     retrieved = retrieval_rows(joined, joined.held_out_rows)
     assert (joined.segment[retrieved] == joined.segment[joined.held_out_rows]).all()
+
+
+def test_renders_walk_over_the_main_video_only(synthetic_dataset: Path, tmp_path: Path) -> None:
+    joined = joined_view(synthetic_dataset, tmp_path / "joined", [1, 21])
+    track = read_tracks(joined)[0]
+    data = {"person": track.person, "source_image_size": 32,
+            "pose_normaliser": asdict(PoseNormaliser.fit(track.poses))}
+    walk = from_dataset(joined, data, ModelConfig(image_size=32, render_size=8))
+    main_frames = [f for f in track.train_frames if f >= 21]
+    assert len(walk) == len(main_frames)
+    expected = torch.stack([torch.from_numpy(np.array(Image.open(
+        image_path(joined, track.person, f)).convert("RGB"))).permute(2, 0, 1)
+        for f in main_frames])
+    assert torch.equal(walk.images, expected)

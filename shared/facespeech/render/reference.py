@@ -65,12 +65,15 @@ def from_dataset(
     dataset_dir: Path, data: dict[str, Any], model_config: ModelConfig,
     max_frames: int = MAX_REFERENCE_FRAMES,
 ) -> ReferenceSet:
-    """The first `max_frames` training frames of the model's person in `dataset_dir`."""
+    """The first `max_frames` training frames of the model's person in `dataset_dir`, from
+    its main video when several were joined: one background and framing, no cut."""
     track = next((t for t in read_tracks(dataset_dir) if t.person == data["person"]), None)
     if track is None:
         raise InputError(f"dataset {dataset_dir} has no person {data['person']!r}")
     row_of = {pose.frame: row for row, pose in enumerate(track.poses)}
-    rows = [row_of[f] for f in sorted(track.train_frames) if f in row_of][:max_frames]
+    train = sorted(track.train_frames)
+    main_video = [f for f in train if f >= max(track.segment_starts)]
+    rows = [row_of[f] for f in main_video or train if f in row_of][:max_frames]
     if not rows:
         raise InputError(f"dataset {dataset_dir} has no training frames for {track.person!r}")
     conditions = frame_conditions(track, PoseNormaliser(**data["pose_normaliser"]),
