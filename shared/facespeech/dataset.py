@@ -15,7 +15,9 @@
     metadata/bfm/<person>.npz        (optional) Basel Face Model fit, see preprocess.bfm
     metadata/landmarks68.json        (optional) per frame: 68 face-alignment points, crop px
     metadata/split.json              per person: train and held-out frame numbers
-    metadata/info.json               fps, image size, persons, clips, source
+    metadata/info.json               fps, image size, persons, clips, source, segments
+                                     (first frame of each video, when several takes of
+                                     a person were joined into one clip)
     background.jpg                   (optional) background plate, whole source frame
     report.json, contact_sheet.png   (optional) preprocessing report and a visual check
 
