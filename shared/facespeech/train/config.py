@@ -140,11 +140,14 @@ PRESETS: dict[str, TrainConfig] = {
         ssim_weight=0.1, reference_frames="near_pose", use_motion=True, warp_reference=True,
         warp_weight=1.0,
     ),
-    # One GPU, longer and larger: 128^2 render, more samples and steps.
+    # One GPU, longer and larger: fast's losses and references (each measured against its
+    # control there, docs/QUALITY.md) with a 128^2 render, finer planes, more samples and steps.
     "quality": TrainConfig(
         image_size=512, render_size=128, audio_dim=64, use_motion=True, plane_channels=32,
         plane_resolution=512, hidden=128, feature_dim=32, samples_per_ray=48,
         upsampler_channels=128, steps=80_000, batch_size=8, lr=1e-3, plane_lr=1e-2,
-        eval_every=5000, checkpoint_every=1000, device="auto",
+        eval_every=5000, checkpoint_every=1000, device="auto", background_weight=0.05,
+        mouth_weight=4.0, ssim_weight=0.1, reference_frames="near_pose", warp_reference=True,
+        warp_weight=1.0,
     ),
 }
