@@ -178,3 +178,14 @@ def test_an_archive_of_a_video_and_something_else_is_refused(
         zipped.writestr("notes.txt", "hello")
     with pytest.raises(InputError, match="hold only videos"):
         import_archive(archive, tmp_path / "out", TAKES)
+
+
+def test_an_archive_of_too_many_takes_is_refused(
+    two_takes: tuple[Path, Path], tmp_path: Path
+) -> None:
+    archive = tmp_path / "many.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for number in range(21):
+            zipped.write(two_takes[0], f"take{number:02d}.mp4")
+    with pytest.raises(InputError, match="at most 20 takes"):
+        import_archive(archive, tmp_path / "out", TAKES)
