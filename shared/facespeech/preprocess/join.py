@@ -19,7 +19,6 @@ import numpy as np
 import soundfile as sf
 
 from facespeech import dataset
-from facespeech.errors import InputError
 from facespeech.media.audio import load_audio
 from facespeech.media.probe import probe
 from facespeech.media.video import iter_video_frames
@@ -42,20 +41,16 @@ def join_videos(
     videos: Sequence[Path], work: Path, check_stop: Callable[[], None] = lambda: None
 ) -> JoinedVideo:
     """Write work/joined.mp4 (video only) and work/joined.wav; reuse them when a finished
-    join is already there (a resumed run)."""
-    joined = JoinedVideo(work / "joined.mp4", work / "joined.wav", [])
-    starts_file = work / "joined.starts"
-    if joined.video.is_file() and joined.audio.is_file() and starts_file.is_file():
+    join is already there (a resumed run). Every video needs its sound (the caller checks)."""
+    video_path, audio_path, starts_file = (work / "joined.mp4", work / "joined.wav",
+                                           work / "joined.starts")
+    if video_path.is_file() and audio_path.is_file() and starts_file.is_file():
         starts = [int(v) for v in starts_file.read_text().split()]
-        return JoinedVideo(joined.video, joined.audio, starts)
-    for video in videos:
-        if not probe(video).has_audio:
-            raise InputError(f"{video.name}: no audio track; every joined video needs the "
-                             "person's voice")
+        return JoinedVideo(video_path, audio_path, starts)
     main = probe(videos[-1])
     width, height = main.width - main.width % 2, main.height - main.height % 2
     work.mkdir(parents=True, exist_ok=True)
-    tmp_video = joined.video.with_name("joined.tmp.mp4")
+    tmp_video = video_path.with_name("joined.tmp.mp4")
     waves, starts, frames_so_far = [], [], 0
     with VideoWriter(tmp_video, dataset.FPS, width, height, crf=JOIN_CRF) as writer:
         for video in videos:
@@ -67,10 +62,10 @@ def join_videos(
                 writer.write(letterbox(frame, width, height))
             frames_so_far += count
             waves.append(_fitted_wave(video, count))
-    sf.write(joined.audio, np.concatenate(waves), dataset.SAMPLE_RATE, subtype="PCM_16")
-    tmp_video.replace(joined.video)
+    sf.write(audio_path, np.concatenate(waves), dataset.SAMPLE_RATE, subtype="PCM_16")
+    tmp_video.replace(video_path)
     starts_file.write_text(" ".join(map(str, starts)))
-    return JoinedVideo(joined.video, joined.audio, starts)
+    return JoinedVideo(video_path, audio_path, starts)
 
 
 def _fitted_wave(video: Path, frames: int) -> np.ndarray:

@@ -156,7 +156,9 @@ def run(
                 raise InputError("a separate audio file goes with a single video; "
                                  "join the videos with their own sound instead")
             for source in [*extra_videos, video]:
-                _check_video(source, config, job)
+                if not _check_video(source, config, job).has_audio:
+                    raise InputError(f"{source.name}: no audio track; every joined video "
+                                     "needs the person's voice")
             joined = join_videos([*extra_videos, video], out_dir / JOIN_DIR,
                                  job.check_stop)
             job.video, audio, job.segment_starts = joined.video, joined.audio, joined.segment_starts
