@@ -3,7 +3,13 @@
     python -m bench.gpu_train DATASET OUT --preset fast --minutes 6
 
 A 100-step probe measures seconds per step, then the main run takes as many steps as fit
-in the budget (capped by the preset). The held-out evaluation is quality.evaluate's
+in the budget (capped by the preset). A run longer than one device call:
+
+    python -m bench.gpu_train DATASET OUT --steps 11000 --stop-after 8 --work W   # call 1
+    python -m bench.gpu_train DATASET OUT --steps 11000 --resume --work W         # call 2
+
+`--steps` skips the probe; `--stop-after` minutes stops with a checkpoint in W (exit 3);
+`--resume` continues from W's newest checkpoint. The held-out evaluation is quality.evaluate's
 (paste-back, head and full-render PSNR/SSIM beside the static and retrieval baselines) without
 the landmark metrics; `facespeech eval` on the fp16 weights written here adds them.
 """
@@ -19,6 +25,7 @@ import torch
 import typer
 
 from facespeech import train
+from facespeech.hooks import Stopped
 from facespeech.quality.evaluate import evaluate
 from facespeech.train import checkpoints
 
@@ -42,6 +49,9 @@ def main(
     overrides: str = "{}",
     name: str = "",
     held_out_eval: bool = typer.Option(True, help="quality.evaluate here (needs PyAV)"),
+    steps: int = typer.Option(0, help="train this many steps, no probe (0: fit `minutes`)"),
+    stop_after: float = typer.Option(0.0, help="minutes; then checkpoint and exit 3 (0: never)"),
+    resume: bool = typer.Option(False, help="continue from the newest checkpoint in work"),
 ) -> None:
     """Run dirs (checkpoints) go to `work`; the summary, the grid and the weights in fp16
     (small enough to bring back and evaluate with `facespeech eval` elsewhere) go to `out`."""
@@ -49,11 +59,19 @@ def main(
     name = name or preset
     work = work / name
     config = train.TrainConfig.from_preset(preset, json.loads(overrides))
-    sec_per_step = _seconds_per_step(dataset, work, config)
-    steps = min(config.steps, max(200, int(minutes * 60 / sec_per_step)))
+    sec_per_step = 0.0
+    if not steps:
+        sec_per_step = _seconds_per_step(dataset, work, config)
+        steps = min(config.steps, max(200, int(minutes * 60 / sec_per_step)))
     config = config.model_copy(update={"steps": steps})
     started = time.perf_counter()
-    result = train.run(dataset, work / "run", config, resume=False)
+    deadline = started + stop_after * 60 if stop_after else float("inf")
+    try:
+        result = train.run(dataset, work / "run", config, resume=resume,
+                           should_stop=lambda: time.perf_counter() > deadline)
+    except Stopped as stopped:
+        print(stopped)
+        raise typer.Exit(3) from stopped
     wall = time.perf_counter() - started
     summary = {
         "preset": preset,

@@ -6,6 +6,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -13,6 +14,7 @@ from facespeech.dataset import image_path, load_features, read_tracks
 from facespeech.model import ModelConfig
 from facespeech.quality.evaluate import retrieval_rows
 from facespeech.render.reference import from_dataset
+from facespeech.train import motion
 from facespeech.train.data import (
     ClipTensors,
     PoseNormaliser,
@@ -20,6 +22,8 @@ from facespeech.train.data import (
     load_clip,
     nearest_pose_rows,
 )
+from facespeech.train.loop import _sample_rows
+from facespeech.train.motion import _split
 from tests.train.conftest import joined_view
 
 
@@ -63,3 +67,31 @@ def test_renders_walk_over_the_main_video_only(synthetic_dataset: Path, tmp_path
         image_path(joined, track.person, f)).convert("RGB"))).permute(2, 0, 1)
         for f in main_frames])
     assert torch.equal(walk.images, expected)
+
+
+def test_batches_draw_the_main_take_by_its_share(synthetic_dataset: Path) -> None:
+    joined = _clip(synthetic_dataset, [1, 21])
+    rows = joined.train_rows
+    assert joined.take_weights(rows, None) is None
+    assert _clip(synthetic_dataset, [1]).take_weights(rows, 0.5) is None  # one take
+    weights = joined.take_weights(rows, 0.7)
+    assert weights is not None
+    main = joined.segment[rows] == 1
+    assert 0 < int(main.sum()) < len(rows)
+    assert float(weights[main].sum()) == pytest.approx(0.7)
+    assert float(weights[~main].sum()) == pytest.approx(0.3)
+    torch.manual_seed(0)
+    drawn = _sample_rows(joined, None, 4000, weights)[0]
+    assert float((joined.segment[drawn] == 1).float().mean()) == pytest.approx(0.7, abs=0.03)
+    assert joined.main_take_rows(rows) == [row for row in rows if bool(main[rows.index(row)])]
+
+
+def test_motion_validation_stays_on_the_main_take(synthetic_dataset: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(motion, "BLOCK_FRAMES", 2)  # validation blocks in both takes
+    joined = _clip(synthetic_dataset, [1, 21])
+    assert {int(joined.segment[row]) for row in _split(joined)[1]} == {0, 1}
+    fit, val = _split(joined, validate_on_main=True)
+    everything_fit, everything_val = _split(joined)
+    assert sorted(fit + val) == sorted(everything_fit + everything_val)
+    assert val and all(int(joined.segment[row]) == 1 for row in val)

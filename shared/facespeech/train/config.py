@@ -65,6 +65,10 @@ class TrainConfig(BaseModel):
     reference_frames: Literal["random", "near_pose"] = "random"
     reference_candidates: int = Field(8, ge=1, le=1000)
     reference_min_gap: int = Field(12, ge=0)
+    # A dataset joined from several takes of the person: the share of each batch (renderer
+    # and audio -> motion alike) drawn from the main take, the one renders walk over and the
+    # held-out frames come from; None draws every training frame alike.
+    main_take_share: float | None = Field(None, ge=0.05, le=1.0)
     # Noise added to the tracked motion code while the renderer trains on it (in standard
     # deviations), so the regressor's small errors at render time stay in distribution.
     motion_noise: float = Field(0.15, ge=0, le=2.0)

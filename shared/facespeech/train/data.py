@@ -259,6 +259,21 @@ class ClipTensors:
         its lighting, framing and background differ, so it is no reference for it."""
         return self.segment[rows][:, None] != self.segment[candidates][None, :]
 
+    def take_weights(self, rows: list[int], main_share: float | None) -> torch.Tensor | None:
+        """Sampling weights over rows that give the main (last) take main_share of the draws,
+        the other takes the rest in proportion to their frames; None (draw every row alike)
+        for one take, for rows of one take only, or without a share."""
+        takes = self.segment[rows]
+        main = takes == int(self.segment.max())
+        if main_share is None or bool(main.all()) or not bool(main.any()):
+            return None
+        return torch.where(main, main_share / main.sum(), (1 - main_share) / (~main).sum())
+
+    def main_take_rows(self, rows: list[int]) -> list[int]:
+        """Those rows that come from the main (last) take: the one a render walks over."""
+        main = int(self.segment.max())
+        return [row for row in rows if int(self.segment[row]) == main]
+
 
 def segment_of(track: PersonTrack) -> torch.Tensor:
     """(N,) index of the joined source video of each row of the track (0 for one video)."""

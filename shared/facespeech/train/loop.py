@@ -109,6 +109,8 @@ def run(
         reference_pool = nearest_pose_rows(clip, clip.train_rows, config.reference_candidates,
                                            config.reference_min_gap)
 
+    take_weights = clip.take_weights(clip.train_rows, config.main_take_share)
+
     # --- networks and optimiser -----------------------------------------------------------
     model = TalkingHead(model_config).to(device)
     if device.type == "cuda":
@@ -166,7 +168,7 @@ def run(
         # same frames as one process of batch 2B.
         torch.manual_seed(_step_seed(config.seed, step, rollbacks))
         rows, reference_rows = _sample_rows(clip, reference_pool,
-                                            config.batch_size * world.world_size)
+                                            config.batch_size * world.world_size, take_weights)
         mine = slice(world.rank * config.batch_size, (world.rank + 1) * config.batch_size)
         torch.manual_seed(_step_seed(config.seed, step, rollbacks) + 1 + world.rank)  # ray jitter
         optimizer.zero_grad(set_to_none=True)
@@ -449,13 +451,18 @@ def _warp_loss(
 
 
 def _sample_rows(
-    clip: ClipTensors, reference_pool: torch.Tensor | None, batch: int
+    clip: ClipTensors, reference_pool: torch.Tensor | None, batch: int,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Target frames and their reference frames: drawn independently, or among the target's
     near-pose frames (pool), never the target's own time, so the reference shows another mouth
-    and the model has to listen to the audio instead of copying it."""
+    and the model has to listen to the audio instead of copying it. weights (over the training
+    rows) balance the takes of a joined dataset."""
     train = torch.tensor(clip.train_rows)
-    pick = torch.randint(len(train), (2, batch))
+    if weights is None:
+        pick = torch.randint(len(train), (2, batch))
+    else:
+        pick = torch.multinomial(weights, 2 * batch, replacement=True).view(2, batch)
     if reference_pool is None:
         return train[pick[0]], train[pick[1]]
     choice = torch.randint(reference_pool.shape[1], (batch,))

@@ -32,7 +32,9 @@ def fit_motion(
     the best validation step. Returns the validation loss and mouth-opening correlation."""
     assert model.to_motion is not None, "the model has no motion code"
     torch.manual_seed(config.seed)
-    fit_rows, val_rows = (torch.tensor(rows, device=device) for rows in _split(clip))
+    fit_list, val_list = _split(clip, config.main_take_share is not None)
+    fit_rows, val_rows = (torch.tensor(rows, device=device) for rows in (fit_list, val_list))
+    take_weights = clip.take_weights(fit_list, config.main_take_share)
     targets = clip.motion.to(device)
     frame_of = torch.tensor([pose.frame - 1 for pose in clip.track.poses], device=device)
     windows = clip.windows.to(device)
@@ -55,7 +57,7 @@ def fit_motion(
     for step in range(1, config.motion_steps + 1):
         for module in modules:
             module.train()
-        batch = fit_rows[torch.randint(len(fit_rows), (config.motion_batch,), device=device)]
+        batch = fit_rows[_draw(len(fit_rows), config.motion_batch, take_weights, device)]
         loss, _ = loss_of(batch, augment=True)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -136,15 +138,29 @@ def augment_audio(audio: torch.Tensor) -> torch.Tensor:
     return noisy * (1.0 - masked)
 
 
-def _split(clip: ClipTensors) -> tuple[list[int], list[int]]:
+def _split(clip: ClipTensors, validate_on_main: bool = False) -> tuple[list[int], list[int]]:
     """Training rows in time order cut into blocks of BLOCK_FRAMES: every tenth block (from
     the fifth) validates, the rest fit. Whole blocks keep neighbouring frames, which share
     audio windows, on one side; spreading them keeps both sides alike (a single tail block
-    can be a pause). A clip too short for that is fitted and validated on all its frames."""
+    can be a pause). A clip too short for that is fitted and validated on all its frames.
+    validate_on_main: of a joined dataset, validate on the main take's blocks only (the
+    voice and room that renders are judged against)."""
     rows = sorted(clip.train_rows, key=lambda row: clip.track.poses[row].frame)
     val = [row for i, row in enumerate(rows) if (i // BLOCK_FRAMES) % 10 == 5]
     fit = [row for i, row in enumerate(rows) if (i // BLOCK_FRAMES) % 10 != 5]
+    if validate_on_main and clip.main_take_rows(val):
+        main_val = set(clip.main_take_rows(val))
+        fit += [row for row in val if row not in main_val]
+        val = [row for row in val if row in main_val]
     return (fit, val) if val else (rows, rows)
+
+
+def _draw(n: int, batch: int, weights: torch.Tensor | None, device: torch.device) -> torch.Tensor:
+    """batch indices into n rows: alike, or by weights (on the CPU: multinomial's draws then do
+    not depend on the device)."""
+    if weights is None:
+        return torch.randint(n, (batch,), device=device)
+    return torch.multinomial(weights, batch, replacement=True).to(device)
 
 
 def _state(modules: list[torch.nn.Module]) -> list[dict[str, torch.Tensor]]:
