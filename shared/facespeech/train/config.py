@@ -67,7 +67,9 @@ class TrainConfig(BaseModel):
     reference_min_gap: int = Field(12, ge=0)
     # A dataset joined from several takes of the person: the share of each batch (renderer
     # and audio -> motion alike) drawn from the main take, the one renders walk over and the
-    # held-out frames come from; None draws every training frame alike.
+    # held-out frames come from; None draws every training frame alike. `fast` and `quality`
+    # take 0.75 (docs/QUALITY.md, session 9: the best picture of 0.5 / 0.75, and the audio ->
+    # motion fit's error falls from 0.5 to 0.75 and no further at 1.0).
     main_take_share: float | None = Field(None, ge=0.05, le=1.0)
     # Noise added to the tracked motion code while the renderer trains on it (in standard
     # deviations), so the regressor's small errors at render time stay in distribution.
@@ -142,7 +144,7 @@ PRESETS: dict[str, TrainConfig] = {
         steps=20_000, batch_size=8, lr=1e-3, plane_lr=1e-2, eval_every=2000,
         checkpoint_every=1000, device="auto", background_weight=0.05, mouth_weight=4.0,
         ssim_weight=0.1, reference_frames="near_pose", use_motion=True, warp_reference=True,
-        warp_weight=1.0,
+        warp_weight=1.0, main_take_share=0.75,
     ),
     # One GPU, longer and larger: fast's losses and references (each measured against its
     # control there, docs/QUALITY.md) with a 128^2 render, finer planes, more samples and steps.
@@ -152,6 +154,6 @@ PRESETS: dict[str, TrainConfig] = {
         upsampler_channels=128, steps=80_000, batch_size=8, lr=1e-3, plane_lr=1e-2,
         eval_every=5000, checkpoint_every=1000, device="auto", background_weight=0.05,
         mouth_weight=4.0, ssim_weight=0.1, reference_frames="near_pose", warp_reference=True,
-        warp_weight=1.0,
+        warp_weight=1.0, main_take_share=0.75,
     ),
 }
