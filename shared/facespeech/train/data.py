@@ -275,6 +275,13 @@ class ClipTensors:
         return [row for row in rows if int(self.segment[row]) == main]
 
 
+def draw_rows(n: int, count: int, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """count indices into n rows, with replacement: alike, or by weights (a take_weights)."""
+    if weights is None:
+        return torch.randint(n, (count,))
+    return torch.multinomial(weights, count, replacement=True)
+
+
 def segment_of(track: PersonTrack) -> torch.Tensor:
     """(N,) index of the joined source video of each row of the track (0 for one video)."""
     frames = torch.tensor([p.frame for p in track.poses])

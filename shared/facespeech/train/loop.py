@@ -29,6 +29,7 @@ from facespeech.train.data import (
     ClipTensors,
     PoseNormaliser,
     audio_statistics,
+    draw_rows,
     expression_dim_of,
     lip_dim_of,
     load_clip,
@@ -459,10 +460,7 @@ def _sample_rows(
     and the model has to listen to the audio instead of copying it. weights (over the training
     rows) balance the takes of a joined dataset."""
     train = torch.tensor(clip.train_rows)
-    if weights is None:
-        pick = torch.randint(len(train), (2, batch))
-    else:
-        pick = torch.multinomial(weights, 2 * batch, replacement=True).view(2, batch)
+    pick = draw_rows(len(train), 2 * batch, weights).view(2, batch)
     if reference_pool is None:
         return train[pick[0]], train[pick[1]]
     choice = torch.randint(reference_pool.shape[1], (batch,))

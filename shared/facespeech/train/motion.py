@@ -17,7 +17,7 @@ from facespeech.hooks import Progress, ProgressFn, no_progress
 from facespeech.model import TalkingHead
 from facespeech.quality.metrics import mouth_opening_correlation
 from facespeech.train.config import TrainConfig
-from facespeech.train.data import ClipTensors, neighbour_windows
+from facespeech.train.data import ClipTensors, draw_rows, neighbour_windows
 
 MOUTH_WEIGHT = 4.0  # the mouth-opening component matters most to what a viewer sees
 VALIDATE_EVERY = 50
@@ -57,7 +57,7 @@ def fit_motion(
     for step in range(1, config.motion_steps + 1):
         for module in modules:
             module.train()
-        batch = fit_rows[_draw(len(fit_rows), config.motion_batch, take_weights, device)]
+        batch = fit_rows[draw_rows(len(fit_rows), config.motion_batch, take_weights).to(device)]
         loss, _ = loss_of(batch, augment=True)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -154,13 +154,6 @@ def _split(clip: ClipTensors, validate_on_main: bool = False) -> tuple[list[int]
         val = [row for row in val if row in main_val]
     return (fit, val) if val else (rows, rows)
 
-
-def _draw(n: int, batch: int, weights: torch.Tensor | None, device: torch.device) -> torch.Tensor:
-    """batch indices into n rows: alike, or by weights (on the CPU: multinomial's draws then do
-    not depend on the device)."""
-    if weights is None:
-        return torch.randint(n, (batch,), device=device)
-    return torch.multinomial(weights, batch, replacement=True).to(device)
 
 
 def _state(modules: list[torch.nn.Module]) -> list[dict[str, torch.Tensor]]:
