@@ -263,16 +263,18 @@ class ClipTensors:
         """Sampling weights over rows that give the main (last) take main_share of the draws,
         the other takes the rest in proportion to their frames; None (draw every row alike)
         for one take, for rows of one take only, or without a share."""
-        takes = self.segment[rows]
-        main = takes == int(self.segment.max())
+        main = self._in_main_take(rows)
         if main_share is None or bool(main.all()) or not bool(main.any()):
             return None
         return torch.where(main, main_share / main.sum(), (1 - main_share) / (~main).sum())
 
     def main_take_rows(self, rows: list[int]) -> list[int]:
         """Those rows that come from the main (last) take: the one a render walks over."""
-        main = int(self.segment.max())
-        return [row for row in rows if int(self.segment[row]) == main]
+        in_main = self._in_main_take(rows).tolist()
+        return [row for row, main in zip(rows, in_main, strict=True) if main]
+
+    def _in_main_take(self, rows: list[int]) -> torch.Tensor:
+        return self.segment[rows] == self.segment.max()
 
 
 def draw_rows(n: int, count: int, weights: torch.Tensor | None = None) -> torch.Tensor:

@@ -148,8 +148,8 @@ def _split(clip: ClipTensors, validate_on_main: bool = False) -> tuple[list[int]
     rows = sorted(clip.train_rows, key=lambda row: clip.track.poses[row].frame)
     val = [row for i, row in enumerate(rows) if (i // BLOCK_FRAMES) % 10 == 5]
     fit = [row for i, row in enumerate(rows) if (i // BLOCK_FRAMES) % 10 != 5]
-    if validate_on_main and clip.main_take_rows(val):
-        main_val = set(clip.main_take_rows(val))
+    main_val = set(clip.main_take_rows(val)) if validate_on_main else set()
+    if main_val:
         fit += [row for row in val if row not in main_val]
         val = [row for row in val if row in main_val]
     return (fit, val) if val else (rows, rows)
