@@ -11,7 +11,8 @@ checkpoint's) and scores the *held-out* tail without rendering: correlation of p
 tracked mouth opening, of each shape component, and the mean squared error of the whole
 code. `--shape` picks the code's shape components (lips: the lip contour without its
 opening; expression: the whole-face code). Each `--smooth` sigma (frames) also scores the
-prediction after a zero-phase Gaussian over time.
+prediction after a zero-phase Gaussian over time. `--group G` also scores the mean of each
+run of G consecutive seeds (how much an ensemble of G varies from one set of seeds to the next).
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ def untrained(dataset: Path, config: TrainConfig
 def main(dataset: Path, checkpoint: Path | None = None, preset: str = "fast",
          shape: str = "lips", seeds: int = 3, steps: int = 3000, smooth: str = "0,1,2",
          overrides: str = "{}", norm: str = "global", voices: str = "",
-         voice_seconds: float = 20.0) -> None:
+         voice_seconds: float = 20.0, group: int = 0) -> None:
     device = torch.device("cpu")
     sigmas = [float(s) for s in smooth.split(",")]
     result: dict[str, object] = {}
@@ -150,10 +151,9 @@ def main(dataset: Path, checkpoint: Path | None = None, preset: str = "fast",
     for seed in range(seeds):
         model = copy.deepcopy(trained)
         torch.manual_seed(seed)
-        for module in (model.audio_encoder, model.audio_smoother, model.to_motion):
-            for layer in module.modules():
-                if hasattr(layer, "reset_parameters"):
-                    layer.reset_parameters()
+        for layer in model.regressors.modules():
+            if hasattr(layer, "reset_parameters"):
+                layer.reset_parameters()
         fit_motion(model, clip, config.model_copy(update={"seed": seed}), device)
         runs.append(held_out_prediction(model, clip, device)[0])
         result[f"seed_{seed}"] = {f"smooth_{s:g}": scores(_smoothed(runs[-1], s), tracked)
@@ -164,6 +164,9 @@ def main(dataset: Path, checkpoint: Path | None = None, preset: str = "fast",
     ensemble = np.mean(runs, axis=0)
     result["ensemble"] = {f"smooth_{s:g}": scores(_smoothed(ensemble, s), tracked)
                           for s in sigmas}
+    for first in range(0, seeds - group + 1, group) if group > 1 else []:
+        mean = np.mean(runs[first:first + group], axis=0)
+        result[f"mean_of_seeds_{first}_to_{first + group - 1}"] = scores(mean, tracked)
     print(json.dumps(result, indent=1))
 
 

@@ -154,10 +154,13 @@ def test_a_checkpoint_from_before_lip_codes_reads_its_motion_code_as_expression(
     assert ModelConfig(**fields).motion_shape == "expression"
 
 
-def test_calibration_restores_the_spread_of_a_shrunk_prediction() -> None:
+@pytest.mark.parametrize("regressors", [1, 3])
+def test_calibration_restores_the_spread_of_a_shrunk_prediction(regressors: int) -> None:
+    from dataclasses import replace
+
     from facespeech.train.motion import calibrate_amplitude
 
-    model = TalkingHead(TINY).eval()
+    model = TalkingHead(replace(TINY, motion_regressors=regressors)).eval()
     audio = _inputs(batch=64, seed=3)["audio"]
     with torch.no_grad():
         before = model.predict_motion(audio)
@@ -191,7 +194,61 @@ def test_one_validation_frame_leaves_the_regressor_as_it_is() -> None:
     from facespeech.train.motion import calibrate_amplitude
 
     model = TalkingHead(TINY).eval()
-    before = {k: v.clone() for k, v in model.to_motion.state_dict().items()}
+    before = {k: v.clone() for k, v in model.regressors.state_dict().items()}
     gain = calibrate_amplitude(model, torch.zeros(1, 3), torch.ones(1, 3))
     assert gain.tolist() == [1.0, 1.0, 1.0]
-    assert all(torch.equal(before[k], v) for k, v in model.to_motion.state_dict().items())
+    assert all(torch.equal(before[k], v) for k, v in model.regressors.state_dict().items())
+
+
+def test_several_regressors_predict_their_mean() -> None:
+    from dataclasses import replace
+
+    model = TalkingHead(replace(TINY, motion_regressors=3)).eval()
+    audio = _inputs(batch=4, seed=5)["audio"]
+    with torch.no_grad():
+        each = [regressor(audio) for regressor in model.regressors]
+        mean = model.predict_motion(audio)
+    assert not torch.allclose(each[0], each[1])  # initialised apart
+    torch.testing.assert_close(mean, sum(each) / 3)
+
+
+def test_a_checkpoint_from_before_the_regressor_list_loads_as_regressor_0() -> None:
+    model = TalkingHead(TINY).eval()
+    renamed = {"regressors.0.encoder.": "audio_encoder.", "regressors.0.smoother.":
+               "audio_smoother.", "regressors.0.head.": "to_motion."}
+    old_state = {}
+    for key, value in model.state_dict().items():
+        for new, old in renamed.items():
+            key = key.replace(new, old)
+        old_state[key] = value
+    assert "to_motion.1.weight" in old_state
+    loaded = TalkingHead(TINY).eval()
+    loaded.load_state_dict(old_state)
+    audio = _inputs(seed=6)["audio"]
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.predict_motion(audio), model.predict_motion(audio))
+
+
+def test_each_regressor_is_fitted_from_its_own_seed(synthetic_dataset: Path) -> None:
+    """Two regressors started from the same weights: both move, and apart (own seeds)."""
+    from dataclasses import replace
+
+    from facespeech.dataset import load_features, read_tracks
+    from facespeech.train import TrainConfig
+    from facespeech.train.data import PoseNormaliser, audio_statistics, load_clip
+    from facespeech.train.motion import fit_motion
+
+    (track,) = read_tracks(synthetic_dataset)
+    mel = load_features(synthetic_dataset, track.person, track.clip)
+    model = TalkingHead(replace(TINY, motion_dim=2, motion_regressors=2))
+    clip = load_clip(synthetic_dataset, track, 32, 32, PoseNormaliser.fit(track.poses),
+                     audio_statistics(mel), mel, 4.0, 0, 2)
+    first, second = model.regressors
+    second.load_state_dict(first.state_dict())
+    start = first.head[-1].weight.detach().clone()
+    metrics = fit_motion(model, clip, TrainConfig(use_motion=True, motion_steps=20,
+                                                  motion_calibrate="off"), torch.device("cpu"))
+    assert not torch.allclose(first.head[-1].weight, start)
+    assert not torch.allclose(second.head[-1].weight, start)
+    assert not torch.allclose(first.head[-1].weight, second.head[-1].weight)
+    assert metrics["motion_gain_opening"] == 1.0

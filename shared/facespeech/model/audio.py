@@ -40,3 +40,25 @@ class AudioSmoother(nn.Module):
         # codes (B, K, A) -> weights (B, K, 1) -> smoothed (B, A)
         weights = torch.softmax(self.scores(codes.transpose(1, 2)).transpose(1, 2), dim=1)
         return (weights * codes).sum(dim=1)
+
+
+class MotionRegressor(nn.Module):
+    """K mel windows around a frame -> motion code: encoder, smoother, dropout and a linear
+    head. Fitted on its own after the renderer (train.motion)."""
+
+    def __init__(self, n_mels: int, window: int, neighbours: int, audio_dim: int,
+                 motion_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.encoder = AudioEncoder(n_mels, window, audio_dim)
+        self.smoother = AudioSmoother(audio_dim, neighbours)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(audio_dim, motion_dim))
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.head(smoothed_code(self.encoder, self.smoother, audio))
+
+
+def smoothed_code(encoder: AudioEncoder, smoother: AudioSmoother,
+                  audio: torch.Tensor) -> torch.Tensor:
+    """audio (B, K, W, n_mels): each window encoded (B, K, A), then smoothed (B, A)."""
+    batch, k = audio.shape[:2]
+    return smoother(encoder(audio.flatten(0, 1)).unflatten(0, (batch, k)))

@@ -24,6 +24,10 @@ class ModelConfig:
     # whole-face code; checkpoints from before the lip code have no field and mean this).
     motion_shape: str = "expression"
     motion_dropout: float = 0.3  # on the audio code before the motion regressor
+    # Audio -> motion regressors averaged: each fitted on its own seed, their mean varies
+    # less from one training run to the next than one regressor does. Checkpoints from
+    # before have one.
+    motion_regressors: int = 1
     # Grey out the reference crop's mouth box before the model sees it: the mouth then has to
     # come from the driver, not from copying the reference frame's (usually closed) lips.
     mask_reference_mouth: bool = False

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facespeech.model.audio import AudioEncoder, AudioSmoother
+from facespeech.model.audio import AudioEncoder, AudioSmoother, MotionRegressor, smoothed_code
 from facespeech.model.camera import box_masks, head_rays, pixel_grid, reference_flow
 from facespeech.model.config import ModelConfig
 from facespeech.model.field import TriPlaneField
@@ -26,13 +29,17 @@ class TalkingHead(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.audio_encoder = AudioEncoder(config.n_mels, config.audio_window, config.audio_dim)
-        self.audio_smoother = AudioSmoother(config.audio_dim, config.audio_neighbours)
-        self.to_motion = (
-            nn.Sequential(nn.Dropout(config.motion_dropout), nn.Linear(config.audio_dim,
-                                                                        config.motion_dim))
-            if config.motion_dim else None
-        )
+        if config.motion_dim:
+            # audio -> motion: the mean of motion_regressors independently fitted regressors
+            self.regressors = nn.ModuleList(
+                MotionRegressor(config.n_mels, config.audio_window, config.audio_neighbours,
+                                config.audio_dim, config.motion_dim, config.motion_dropout)
+                for _ in range(config.motion_regressors)
+            )
+        else:
+            self.audio_encoder = AudioEncoder(config.n_mels, config.audio_window,
+                                              config.audio_dim)
+            self.audio_smoother = AudioSmoother(config.audio_dim, config.audio_neighbours)
         self.field = TriPlaneField(config)
         f = config.feature_dim
         self.background = nn.Sequential(
@@ -43,14 +50,21 @@ class TalkingHead(nn.Module):
 
     def audio_code(self, audio: torch.Tensor) -> torch.Tensor:
         """audio (B, K, W, n_mels) -> (B, A)."""
-        batch, k = audio.shape[:2]
-        codes = self.audio_encoder(audio.flatten(0, 1)).unflatten(0, (batch, k))  # (B, K, A)
-        return self.audio_smoother(codes)
+        return smoothed_code(self.audio_encoder, self.audio_smoother, audio)
 
     def predict_motion(self, audio: torch.Tensor) -> torch.Tensor:
-        """audio (B, K, W, n_mels) -> motion code (B, motion_dim)."""
-        assert self.to_motion is not None, "this model is driven by the audio code directly"
-        return self.to_motion(self.audio_code(audio))
+        """audio (B, K, W, n_mels) -> motion code (B, motion_dim), the regressors' mean."""
+        assert self.config.motion_dim, "this model is driven by the audio code directly"
+        return torch.stack([regressor(audio) for regressor in self.regressors]).mean(dim=0)
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True,
+                        assign: bool = False) -> Any:
+        """As nn.Module's; a motion model saved before the regressors became a list (one
+        regressor under audio_encoder, audio_smoother, to_motion) loads as regressor 0."""
+        if self.config.motion_dim:
+            state_dict = {_renamed_regressor_key(key): value
+                          for key, value in state_dict.items()}
+        return super().load_state_dict(state_dict, strict, assign)
 
     def forward(
         self,
@@ -143,3 +157,15 @@ def warp_to_target(
     grid = pixel_grid(size, batch, reference.device) + flow
     return F.grid_sample(reference, grid.to(reference.dtype), mode="bilinear",
                          padding_mode="border", align_corners=False)
+
+
+_OLD_REGRESSOR_PREFIXES = {"audio_encoder.": "regressors.0.encoder.",
+                           "audio_smoother.": "regressors.0.smoother.",
+                           "to_motion.": "regressors.0.head."}
+
+
+def _renamed_regressor_key(key: str) -> str:
+    for old, new in _OLD_REGRESSOR_PREFIXES.items():
+        if key.startswith(old):
+            return new + key.removeprefix(old)
+    return key

@@ -74,7 +74,10 @@ class TrainConfig(BaseModel):
     # Noise added to the tracked motion code while the renderer trains on it (in standard
     # deviations), so the regressor's small errors at render time stay in distribution.
     motion_noise: float = Field(0.15, ge=0, le=2.0)
-    motion_steps: int = Field(3000, ge=0, le=100_000)  # audio -> motion regressor updates
+    # Audio -> motion regressors fitted (each from its own seed) and averaged: the mean of
+    # several is steadier from run to run than one (docs/QUALITY.md, session 10).
+    motion_regressors: int = Field(1, ge=1, le=16)
+    motion_steps: int = Field(3000, ge=0, le=100_000)  # updates of each regressor
     motion_batch: int = Field(64, ge=1, le=4096)
     motion_lr: float = Field(1e-3, gt=0, le=1.0)
     # Rescale the regressor's output so its spread on unfitted frames matches the tracked
@@ -110,7 +113,7 @@ class TrainConfig(BaseModel):
         return ModelConfig(
             expression_dim=expression_dim if self.use_expression else 0,
             motion_dim=1 + min(self.motion_codes, shape_dim) if self.use_motion else 0,
-            motion_shape=shape,
+            motion_shape=shape, motion_regressors=self.motion_regressors,
             mask_reference_mouth=self.mask_reference_mouth,
             image_size=self.image_size, render_size=self.render_size, audio_dim=self.audio_dim,
             plane_channels=self.plane_channels, plane_resolution=self.plane_resolution,
@@ -129,7 +132,7 @@ class TrainConfig(BaseModel):
 
 SHAPE_FIELDS = (
     "image_size", "render_size", "audio_dim", "use_expression", "use_motion", "motion_codes",
-    "motion_shape", "mask_reference_mouth", "plane_channels",
+    "motion_shape", "motion_regressors", "mask_reference_mouth", "plane_channels",
     "plane_resolution", "hidden", "feature_dim", "samples_per_ray", "upsampler_channels",
     "reference_skips", "warp_reference",
 )

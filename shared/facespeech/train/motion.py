@@ -4,17 +4,22 @@ The renderer learns motion -> image from the tracked codes; this small regressor
 -> motion on its own afterwards. A minute of video is a few thousand frames, so it is trained
 the way small speech models are: augmented audio (gain, spectral tilt, noise, a masked band),
 dropout, weight decay, and early stopping on one second in ten of the training frames, which
-it never fits. The held-out tail of the clip stays untouched for evaluation.
+it never fits. The held-out tail of the clip stays untouched for evaluation. A model may
+carry several regressors (ModelConfig.motion_regressors): each is fitted so from its own seed
+and they predict together as their mean, which varies less from one run to the next.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 from facespeech.hooks import Progress, ProgressFn, no_progress
 from facespeech.model import TalkingHead
+from facespeech.model.audio import MotionRegressor
 from facespeech.quality.metrics import mouth_opening_correlation
 from facespeech.train.config import TrainConfig
 from facespeech.train.data import ClipTensors, draw_rows, neighbour_windows
@@ -24,72 +29,104 @@ VALIDATE_EVERY = 50
 BLOCK_FRAMES = 25  # validation takes whole blocks of this many frames, one in ten
 
 
+@dataclass
+class _MotionData:
+    """The clip's rows, audio and tracked codes on the device, as every regressor fits them."""
+
+    fit_rows: torch.Tensor
+    val_rows: torch.Tensor
+    take_weights: torch.Tensor | None
+    targets: torch.Tensor
+    frame_of: torch.Tensor  # row -> video frame index (0-based) of its audio window
+    windows: torch.Tensor
+    weights: torch.Tensor  # per code component in the loss
+    neighbours: int
+
+    @classmethod
+    def of(cls, clip: ClipTensors, config: TrainConfig, neighbours: int,
+           device: torch.device) -> _MotionData:
+        fit_list, val_list = _split(clip, config.main_take_share is not None)
+        targets = clip.motion.to(device)
+        weights = torch.ones(targets.shape[1], device=device)
+        weights[0] = MOUTH_WEIGHT
+        return cls(
+            fit_rows=torch.tensor(fit_list, device=device),
+            val_rows=torch.tensor(val_list, device=device),
+            take_weights=clip.take_weights(fit_list, config.main_take_share),
+            targets=targets,
+            frame_of=torch.tensor([pose.frame - 1 for pose in clip.track.poses], device=device),
+            windows=clip.windows.to(device), weights=weights, neighbours=neighbours,
+        )
+
+    def audio(self, rows: torch.Tensor, augment: bool = False) -> torch.Tensor:
+        audio = neighbour_windows(self.windows, self.frame_of[rows], self.neighbours)
+        return augment_audio(audio) if augment else audio
+
+    def loss(self, predicted: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return (self.weights * (predicted - self.targets[rows]) ** 2).mean()
+
+
 def fit_motion(
     model: TalkingHead, clip: ClipTensors, config: TrainConfig, device: torch.device,
     on_progress: ProgressFn = no_progress,
 ) -> dict[str, float]:
-    """Train model's audio encoder, smoother and to_motion head in place; keep the weights of
-    the best validation step. Returns the validation loss and mouth-opening correlation."""
-    assert model.to_motion is not None, "the model has no motion code"
-    torch.manual_seed(config.seed)
-    fit_list, val_list = _split(clip, config.main_take_share is not None)
-    fit_rows, val_rows = (torch.tensor(rows, device=device) for rows in (fit_list, val_list))
-    take_weights = clip.take_weights(fit_list, config.main_take_share)
-    targets = clip.motion.to(device)
-    frame_of = torch.tensor([pose.frame - 1 for pose in clip.track.poses], device=device)
-    windows = clip.windows.to(device)
-    weights = torch.ones(targets.shape[1], device=device)
-    weights[0] = MOUTH_WEIGHT
-    modules = [model.audio_encoder, model.audio_smoother, model.to_motion]
-    parameters = [p for module in modules for p in module.parameters()]
-    optimizer = torch.optim.AdamW(parameters, lr=config.motion_lr, weight_decay=1e-2)
-    neighbours = model.config.audio_neighbours
-
-    def loss_of(rows: torch.Tensor, augment: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        audio = neighbour_windows(windows, frame_of[rows], neighbours)
-        if augment:
-            audio = augment_audio(audio)
-        predicted = model.predict_motion(audio)
-        return (weights * (predicted - targets[rows]) ** 2).mean(), predicted
-
-    best_loss, best_state, best_corr = float("inf"), _state(modules), 0.0
+    """Fit each of the model's audio -> motion regressors in place, from its own seed, keeping
+    the weights of its best validation step; then calibrate the amplitude of their mean.
+    Returns the mean's validation loss and mouth-opening correlation (before calibration)."""
+    assert model.config.motion_dim, "the model has no motion code"
+    data = _MotionData.of(clip, config, model.config.audio_neighbours, device)
     was_training = model.training
+    count = len(model.regressors)
+    for index, regressor in enumerate(model.regressors):
+        torch.manual_seed(config.seed + index)
+        best_loss = _fit_regressor(regressor, data, config,
+                                   lambda step, text, i=index: on_progress(Progress(
+                                       "motion", (i + step / config.motion_steps) / count,
+                                       f"audio->motion {i + 1}/{count} {text}")))
+        print(f"audio->motion regressor {index + 1}/{count}: best validation loss {best_loss:.4f}")
+    model.eval()
+    with torch.no_grad():
+        predicted = model.predict_motion(data.audio(data.val_rows))
+        loss = float(data.loss(predicted, data.val_rows))
+        corr = mouth_opening_correlation(predicted[:, 0].float().cpu().numpy(),
+                                         data.targets[data.val_rows, 0].float().cpu().numpy())
+        components = {"off": 0, "opening": 1, "all": data.targets.shape[1]}[
+            config.motion_calibrate]
+        gain = calibrate_amplitude(model, predicted, data.targets[data.val_rows], components)
+    model.train(was_training)
+    print(f"audio->motion: mean of {count}: validation loss {loss:.4f}, "
+          f"mouth-opening correlation {corr:.3f} on {len(data.val_rows)} frames, "
+          f"opening gain {float(gain[0]):.2f}")
+    return {"motion_val_loss": loss, "motion_val_mouth_corr": corr,
+            "motion_gain_opening": float(gain[0]),
+            "motion_centre_opening": float(predicted[:, 0].mean())}
+
+
+def _fit_regressor(regressor: MotionRegressor, data: _MotionData, config: TrainConfig,
+                   report: Callable[[int, str], None]) -> float:
+    """Train one regressor in place and restore its best validation step's weights; returns
+    that step's validation loss. report(step, what to show) at each validation."""
+    optimizer = torch.optim.AdamW(regressor.parameters(), lr=config.motion_lr,
+                                  weight_decay=1e-2)
+    best_loss, best_state = float("inf"), copy.deepcopy(regressor.state_dict())
     for step in range(1, config.motion_steps + 1):
-        for module in modules:
-            module.train()
-        batch = fit_rows[draw_rows(len(fit_rows), config.motion_batch, take_weights).to(device)]
-        loss, _ = loss_of(batch, augment=True)
+        regressor.train()
+        batch = data.fit_rows[draw_rows(len(data.fit_rows), config.motion_batch,
+                                        data.take_weights).to(data.fit_rows.device)]
+        loss = data.loss(regressor(data.audio(batch, augment=True)), batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if step % VALIDATE_EVERY and step != config.motion_steps:
             continue
-        for module in modules:
-            module.eval()
+        regressor.eval()
         with torch.no_grad():
-            val_loss, predicted = loss_of(val_rows, augment=False)
-        if float(val_loss) < best_loss:
-            best_loss, best_state = float(val_loss), _state(modules)
-            best_corr = mouth_opening_correlation(predicted[:, 0].float().cpu().numpy(),
-                                                  targets[val_rows, 0].float().cpu().numpy())
-        on_progress(Progress("motion", step / config.motion_steps,
-                             f"audio->motion step {step}/{config.motion_steps} "
-                             f"val {float(val_loss):.3f} best {best_loss:.3f}"))
-    for module, state in zip(modules, best_state, strict=True):
-        module.load_state_dict(state)
-    for module in modules:
-        module.eval()
-    with torch.no_grad():
-        predicted = loss_of(val_rows, augment=False)[1]
-        components = {"off": 0, "opening": 1, "all": targets.shape[1]}[config.motion_calibrate]
-        gain = calibrate_amplitude(model, predicted, targets[val_rows], components)
-    model.train(was_training)
-    print(f"audio->motion: best validation loss {best_loss:.4f}, "
-          f"mouth-opening correlation {best_corr:.3f} on {len(val_rows)} frames, "
-          f"opening gain {float(gain[0]):.2f}")
-    return {"motion_val_loss": best_loss, "motion_val_mouth_corr": best_corr,
-            "motion_gain_opening": float(gain[0]),
-            "motion_centre_opening": float(predicted[:, 0].mean())}
+            val_loss = float(data.loss(regressor(data.audio(data.val_rows)), data.val_rows))
+        if val_loss < best_loss:
+            best_loss, best_state = val_loss, copy.deepcopy(regressor.state_dict())
+        report(step, f"step {step}/{config.motion_steps} val {val_loss:.3f} best {best_loss:.3f}")
+    regressor.load_state_dict(best_state)
+    return best_loss
 
 
 def calibrate_amplitude(model: TalkingHead, predicted: torch.Tensor, targets: torch.Tensor,
@@ -103,19 +140,21 @@ def calibrate_amplitude(model: TalkingHead, predicted: torch.Tensor, targets: to
     [1, max_gain]: the calibration never shrinks a prediction further. Only the first
     `components` (default: all) are calibrated; the others keep gain 1. Returns the gains.
     """
-    assert model.to_motion is not None
-    linear = model.to_motion[-1]
-    assert isinstance(linear, torch.nn.Linear)
     if len(predicted) < 2:  # no spread to match on one frame
         return torch.ones(predicted.shape[1])
     spread = predicted.std(dim=0).clamp_min(1e-6)
-    gain = (targets.std(dim=0) / spread).clamp(1.0, max_gain).to(linear.weight.dtype)
+    gain = (targets.std(dim=0) / spread).clamp(1.0, max_gain)
     if components is not None:
         gain[components:] = 1.0
-    centre = predicted.mean(dim=0).to(linear.weight.dtype)
-    with torch.no_grad():
-        linear.weight.mul_(gain[:, None])
-        linear.bias.copy_(gain * linear.bias + (1.0 - gain) * centre)
+    centre = predicted.mean(dim=0)
+    # the same affine map on every regressor's output is that map on their mean
+    for regressor in model.regressors:
+        linear = regressor.head[-1]
+        assert isinstance(linear, torch.nn.Linear)
+        g, c = gain.to(linear.weight), centre.to(linear.weight)
+        with torch.no_grad():
+            linear.weight.mul_(g[:, None])
+            linear.bias.copy_(g * linear.bias + (1.0 - g) * c)
     return gain.cpu()
 
 
@@ -153,10 +192,3 @@ def _split(clip: ClipTensors, validate_on_main: bool = False) -> tuple[list[int]
         fit += [row for row in val if row not in main_val]
         val = [row for row in val if row in main_val]
     return (fit, val) if val else (rows, rows)
-
-
-
-def _state(modules: list[torch.nn.Module]) -> list[dict[str, torch.Tensor]]:
-    return [copy.deepcopy(module.state_dict()) for module in modules]
-
-
