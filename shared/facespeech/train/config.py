@@ -147,7 +147,7 @@ PRESETS: dict[str, TrainConfig] = {
         steps=20_000, batch_size=8, lr=1e-3, plane_lr=1e-2, eval_every=2000,
         checkpoint_every=1000, device="auto", background_weight=0.05, mouth_weight=4.0,
         ssim_weight=0.1, reference_frames="near_pose", use_motion=True, warp_reference=True,
-        warp_weight=1.0, main_take_share=0.75,
+        warp_weight=1.0, main_take_share=0.75, motion_regressors=5,
     ),
     # One GPU, longer and larger: fast's losses and references (each measured against its
     # control there, docs/QUALITY.md) with a 128^2 render, finer planes, more samples and steps.
@@ -157,6 +157,6 @@ PRESETS: dict[str, TrainConfig] = {
         upsampler_channels=128, steps=80_000, batch_size=8, lr=1e-3, plane_lr=1e-2,
         eval_every=5000, checkpoint_every=1000, device="auto", background_weight=0.05,
         mouth_weight=4.0, ssim_weight=0.1, reference_frames="near_pose", warp_reference=True,
-        warp_weight=1.0, main_take_share=0.75,
+        warp_weight=1.0, main_take_share=0.75, motion_regressors=5,
     ),
 }
