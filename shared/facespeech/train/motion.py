@@ -1,12 +1,12 @@
-"""Fit the audio -> mouth-motion regressor of a motion-driven TalkingHead.
+"""Fit the audio -> mouth-motion regressors of a motion-driven TalkingHead.
 
 The renderer learns motion -> image from the tracked codes; this small regressor learns audio
 -> motion on its own afterwards. A minute of video is a few thousand frames, so it is trained
 the way small speech models are: augmented audio (gain, spectral tilt, noise, a masked band),
 dropout, weight decay, and early stopping on one second in ten of the training frames, which
 it never fits. The held-out tail of the clip stays untouched for evaluation. A model may
-carry several regressors (ModelConfig.motion_regressors): each is fitted so from its own seed
-and they predict together as their mean, which varies less from one run to the next.
+carry several regressors (ModelConfig.motion_regressors): each is fitted this way from its own
+seed, and they predict together as their mean, which varies less from one run to the next.
 """
 
 from __future__ import annotations
