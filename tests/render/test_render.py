@@ -119,3 +119,37 @@ def test_person_masks_come_from_the_label_maps(tmp_path: Path) -> None:
     assert person is not None and person.shape == (2, 1, 16, 16)
     assert person[0, 0, 8, 8] == 255 and person[0, 0, 14, 8] == 255 and person[0, 0, 0, 0] == 0
     assert (person[1] == person[0]).all()  # frame 2 has no map: frame 1's
+
+
+def test_a_motion_model_renders_its_smoothed_motion_sequence(
+        synthetic_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The motion of every frame is predicted once, as one sequence (where the smoothing over
+    time is), and the video still has a frame per 40 ms of audio."""
+    from facespeech.model import TalkingHead
+    from facespeech.render import render
+
+    config = TrainConfig.from_preset("tiny", {**SMALL, "use_motion": True, "motion_steps": 5,
+                                              "motion_regressors": 2, "motion_smoothing": 2.0})
+    model_file = train(synthetic_dataset, tmp_path / "run", config).checkpoint
+    asked: list[int] = []
+    sequence = TalkingHead.motion_sequence
+
+    def spy(self: TalkingHead, audio_of, frames, batch: int = 512):  # type: ignore[no-untyped-def]
+        asked.append(len(frames))
+        return sequence(self, audio_of, frames, batch)
+
+    predicted: list[int] = []
+    predict = TalkingHead.predict_motion
+
+    def count(self: TalkingHead, audio):  # type: ignore[no-untyped-def]
+        predicted.append(len(audio))
+        return predict(self, audio)
+
+    monkeypatch.setattr(TalkingHead, "motion_sequence", spy)
+    monkeypatch.setattr(TalkingHead, "predict_motion", count)
+    renderer = render.load(model_file, synthetic_dataset, device="cpu")
+    assert renderer.config.motion_smoothing == 2.0 and len(renderer.model.regressors) == 2
+    result = renderer.render(_speech(tmp_path / "in.wav", 1.3), tmp_path / "out.mp4",
+                             RenderConfig(batch_size=4, device="cpu"))
+    assert asked == [result.frames] == [math.ceil(1.3 * 25)]
+    assert predicted == [result.frames]  # the batches render the sequence's codes

@@ -252,3 +252,63 @@ def test_each_regressor_is_fitted_from_its_own_seed(synthetic_dataset: Path) -> 
     assert not torch.allclose(second.head[-1].weight, start)
     assert not torch.allclose(first.head[-1].weight, second.head[-1].weight)
     assert metrics["motion_gain_opening"] == 1.0
+
+
+def test_smoothing_over_time_keeps_a_constant_and_damps_a_flicker() -> None:
+    from facespeech.model.audio import smooth_over_time
+
+    steady = torch.full((12, 2), 3.0)
+    torch.testing.assert_close(smooth_over_time(steady, 2.0), steady)
+    flicker = torch.tensor([[1.0], [-1.0]] * 10)
+    assert smooth_over_time(flicker, 0.0) is flicker
+    damped = smooth_over_time(flicker, 2.0)
+    assert damped.shape == flicker.shape
+    assert damped[5:15].abs().max() < 0.05
+
+
+def test_a_sequence_is_predicted_in_batches_then_smoothed() -> None:
+    from dataclasses import replace
+
+    from facespeech.model.audio import smooth_over_time
+
+    model = TalkingHead(replace(TINY, motion_smoothing=1.5)).eval()
+    windows = torch.randn(10, TINY.audio_window, TINY.n_mels)
+    frames = torch.arange(10)
+    with torch.no_grad():
+        sequence = model.motion_sequence(
+            lambda some: neighbour_windows(windows, some, TINY.audio_neighbours), frames, batch=3)
+        each = model.predict_motion(neighbour_windows(windows, frames, TINY.audio_neighbours))
+    torch.testing.assert_close(sequence, smooth_over_time(each, 1.5))
+    assert not torch.allclose(sequence, each)
+
+
+def test_the_harness_predicts_the_held_out_motion_as_one_sequence(
+        synthetic_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Held-out motion comes from motion_sequence over the tail's frames in time order (where
+    the smoothing is), not frame by frame inside the batches."""
+    from facespeech.quality.evaluate import render_held_out
+
+    result = run(synthetic_dataset, tmp_path, _config(use_motion=True, steps=2, motion_steps=5,
+                                                      motion_smoothing=2.0))
+    model, state = load_model(result.checkpoint, torch.device("cpu"))
+    assert model.config.motion_smoothing == 2.0
+    clip = load_eval_clip(synthetic_dataset, state, model.config)
+    asked: list[list[int]] = []
+    sequence = model.motion_sequence
+
+    def spy(audio_of, frames: torch.Tensor, batch: int = 512) -> torch.Tensor:
+        asked.append(frames.tolist())
+        return sequence(audio_of, frames, batch)
+
+    predicted = model.predict_motion
+    sizes: list[int] = []
+
+    def count(audio: torch.Tensor) -> torch.Tensor:
+        sizes.append(len(audio))
+        return predicted(audio)
+
+    monkeypatch.setattr(model, "motion_sequence", spy)
+    monkeypatch.setattr(model, "predict_motion", count)
+    render_held_out(model, clip, torch.device("cpu"), batch=2)
+    assert asked == [[clip.track.poses[row].frame - 1 for row in clip.held_out_rows]]
+    assert sizes == [len(clip.held_out_rows)]  # once for the whole tail, never per batch

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -62,3 +65,17 @@ def smoothed_code(encoder: AudioEncoder, smoother: AudioSmoother,
     """audio (B, K, W, n_mels): each window encoded (B, K, A), then smoothed (B, A)."""
     batch, k = audio.shape[:2]
     return smoother(encoder(audio.flatten(0, 1)).unflatten(0, (batch, k)))
+
+
+def smooth_over_time(codes: torch.Tensor, sigma: float) -> torch.Tensor:
+    """codes (T, C) of consecutive frames, each column blurred by a Gaussian of `sigma` frames
+    (ends held: the edge frames repeat); sigma 0 returns them unchanged."""
+    if sigma <= 0 or len(codes) < 2:
+        return codes
+    radius = math.ceil(3 * sigma)
+    offsets = torch.arange(-radius, radius + 1, device=codes.device, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = (kernel / kernel.sum()).to(codes.dtype)
+    columns = codes.T[:, None, :]  # (C, 1, T)
+    padded = F.pad(columns, (radius, radius), mode="replicate")
+    return F.conv1d(padded, kernel.view(1, 1, -1))[:, 0, :].T

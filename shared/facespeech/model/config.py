@@ -28,6 +28,9 @@ class ModelConfig:
     # less from one training run to the next than one regressor does. Checkpoints from
     # before have one.
     motion_regressors: int = 1
+    # Gaussian over time (sigma in video frames) on the predicted motion codes of a sequence
+    # (render and evaluation: TalkingHead.motion_sequence); 0 = none, as checkpoints from before.
+    motion_smoothing: float = 0.0
     # Grey out the reference crop's mouth box before the model sees it: the mouth then has to
     # come from the driver, not from copying the reference frame's (usually closed) lips.
     mask_reference_mouth: bool = False

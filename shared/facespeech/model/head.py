@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facespeech.model.audio import AudioEncoder, AudioSmoother, MotionRegressor, smoothed_code
+from facespeech.model.audio import (
+    AudioEncoder,
+    AudioSmoother,
+    MotionRegressor,
+    smooth_over_time,
+    smoothed_code,
+)
 from facespeech.model.camera import box_masks, head_rays, pixel_grid, reference_flow
 from facespeech.model.config import ModelConfig
 from facespeech.model.field import TriPlaneField
@@ -56,6 +62,15 @@ class TalkingHead(nn.Module):
         """audio (B, K, W, n_mels) -> motion code (B, motion_dim), the regressors' mean."""
         assert self.config.motion_dim, "this model is driven by the audio code directly"
         return torch.stack([regressor(audio) for regressor in self.regressors]).mean(dim=0)
+
+    def motion_sequence(self, audio_of: Callable[[torch.Tensor], torch.Tensor],
+                        frames: torch.Tensor, batch: int = 512) -> torch.Tensor:
+        """The predicted motion codes (T, motion_dim) of consecutive video frames `frames`
+        (T,), audio_of(some frames) giving their (B, K, W, n_mels) windows; smoothed over
+        time by config.motion_smoothing."""
+        codes = torch.cat([self.predict_motion(audio_of(frames[start : start + batch]))
+                           for start in range(0, len(frames), batch)])
+        return smooth_over_time(codes, self.config.motion_smoothing)
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True,
                         assign: bool = False) -> Any:

@@ -125,6 +125,22 @@ def paste_masks(clip: ClipTensors, rows: torch.Tensor, device: torch.device) -> 
     return paste_mask(face, mouth, config.feather, config.grow)
 
 
+def _predicted_motion(model: TalkingHead, clip: ClipTensors, rows: list[int],
+                      audio_windows: torch.Tensor | None, device: torch.device) -> torch.Tensor:
+    """The motion codes of `rows` (the held-out tail: consecutive frames) as a render predicts
+    them: the whole sequence at once, smoothed over time; from `audio_windows` (N, W, M) in
+    the rows' place if given."""
+    if audio_windows is None:
+        windows = clip.windows.to(device)
+        frames = torch.tensor([clip.track.poses[row].frame - 1 for row in rows], device=device)
+    else:
+        windows, frames = audio_windows.to(device), torch.arange(len(rows), device=device)
+    neighbours = model.config.audio_neighbours
+    with torch.inference_mode(), autocast(device):
+        return model.motion_sequence(lambda some: neighbour_windows(windows, some, neighbours),
+                                     frames).float()
+
+
 def render_held_out(
     model: TalkingHead, clip: ClipTensors, device: torch.device, batch: int = 8,
     audio_windows: torch.Tensor | None = None, tracked_motion: bool = False,
@@ -142,16 +158,21 @@ def render_held_out(
     pasted: dict[str, list[torch.Tensor]] = {m: [] for m in METHODS}
     sums: dict[str, dict[str, dict[str, float]]] = {
         m: {p: {"psnr": 0.0, "ssim": 0.0} for p in PROTOCOLS} for m in METHODS}
+    motion = None
+    if tracked_motion:
+        motion = clip.motion[rows].to(device)
+    elif model.config.motion_dim:
+        motion = _predicted_motion(model, clip, rows, audio_windows, device)
     for start in range(0, len(rows), batch):
         chunk = torch.tensor(rows[start : start + batch])
         references = nearest_pose_rows(clip, chunk.tolist(), 1, 0)[:, 0]
         inputs = model_inputs(clip, chunk, references, model.config.audio_neighbours, device)
-        if audio_windows is not None:
+        if motion is not None:
+            inputs["motion"] = motion[start : start + len(chunk)]
+        elif audio_windows is not None:  # an audio-driven model hearing another voice
             index = torch.arange(start, start + len(chunk))
             inputs["audio"] = neighbour_windows(audio_windows, index,
                                                 model.config.audio_neighbours).to(device)
-        if tracked_motion:
-            inputs["motion"] = clip.motion[chunk].to(device)
         with torch.inference_mode(), autocast(device):
             ours = model(**inputs)["rgb"].float().clamp(0, 1)
         # scored as the 8-bit frames a video would carry

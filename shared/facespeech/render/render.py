@@ -101,6 +101,7 @@ class Renderer:
         timings["features"] = time.perf_counter() - started - timings["decode"]
 
         batch = config.batch_size or (48 if self.device.type == "cuda" else 8)
+        motion = self._motion(windows, n_frames)
         rows = self._reference_walk(n_frames, config)
         blink = self._blinks(n_frames, rows, config)
         masks = self._masks(config)
@@ -119,8 +120,9 @@ class Renderer:
                         # the last batch is padded to full size: one shape for compiled graphs
                         frames = torch.arange(start, start + batch, device=self.device)
                         frames = frames.clamp(max=n_frames - 1)
-                        composite = self.composite(frames, rows[frames], blink[frames], windows,
-                                                   masks, config)
+                        composite = self.composite(
+                            frames, rows[frames], blink[frames], windows, masks, config,
+                            None if motion is None else motion[frames])
                         if config.transparent:
                             sink.put(to_rgba8(composite[:count]))
                         else:
@@ -142,17 +144,19 @@ class Renderer:
 
     def composite(
         self, frames: torch.Tensor, rows: torch.Tensor, eye: torch.Tensor, windows: MelWindows,
-        masks: torch.Tensor, config: RenderConfig,
+        masks: torch.Tensor, config: RenderConfig, motion: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """One batch: frame indices, their reference rows and eye codes -> (B, 3, S, S) in
-        [0, 1] at the output size, the rendered head pasted onto the chosen background; for a
-        transparent one, (B, 4, S, S) with the person (and the pasted face) as alpha."""
+        """One batch: frame indices, their reference rows and eye codes (and, for a
+        motion-driven model, their motion codes) -> (B, 3, S, S) in [0, 1] at the output size,
+        the rendered head pasted onto the chosen background; for a transparent one,
+        (B, 4, S, S) with the person (and the pasted face) as alpha."""
         ref = self.reference
         reference = ref.images[rows].float() / 255.0
         inputs = {
             "audio": windows(frames), "eye": eye, "rotation": ref.rotation[rows],
             "offset": ref.offset[rows], "focal": ref.focal[rows],
             "expression": ref.expression[rows], "reference_mouth": ref.mouth[rows],
+            "motion": motion,
         }
         with autocast(self.device):
             rendered = self.forward(**inputs, reference=reference)["rgb"]
@@ -167,6 +171,15 @@ class Renderer:
             composite = F.interpolate(composite, size=(size, size), mode="bilinear",
                                       antialias=True, align_corners=False)
         return composite.clamp(0, 1)
+
+    def _motion(self, windows: MelWindows, n_frames: int) -> torch.Tensor | None:
+        """Every frame's motion code, predicted at once so that it can be smoothed over time;
+        None for a model driven by the audio code directly."""
+        if not self.config.motion_dim:
+            return None
+        with torch.inference_mode(), autocast(self.device):
+            frames = torch.arange(n_frames, device=self.device)
+            return self.model.motion_sequence(windows, frames).float()
 
     def _background(self, reference: torch.Tensor, config: RenderConfig) -> torch.Tensor:
         if config.background in ("reference", "transparent"):  # alpha hides the latter's

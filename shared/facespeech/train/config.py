@@ -77,6 +77,9 @@ class TrainConfig(BaseModel):
     # Audio -> motion regressors fitted (each from its own seed) and averaged: the mean of
     # several is steadier from run to run than one (docs/QUALITY.md, session 10).
     motion_regressors: int = Field(1, ge=1, le=16)
+    # Gaussian over time (sigma, video frames) on the predicted motion of a rendered sequence
+    # (ModelConfig.motion_smoothing); the calibration is worked out after it.
+    motion_smoothing: float = Field(0.0, ge=0, le=10)
     motion_steps: int = Field(3000, ge=0, le=100_000)  # updates of each regressor
     motion_batch: int = Field(64, ge=1, le=4096)
     motion_lr: float = Field(1e-3, gt=0, le=1.0)
@@ -114,6 +117,7 @@ class TrainConfig(BaseModel):
             expression_dim=expression_dim if self.use_expression else 0,
             motion_dim=1 + min(self.motion_codes, shape_dim) if self.use_motion else 0,
             motion_shape=shape, motion_regressors=self.motion_regressors,
+            motion_smoothing=self.motion_smoothing,
             mask_reference_mouth=self.mask_reference_mouth,
             image_size=self.image_size, render_size=self.render_size, audio_dim=self.audio_dim,
             plane_channels=self.plane_channels, plane_resolution=self.plane_resolution,

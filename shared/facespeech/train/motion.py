@@ -59,8 +59,11 @@ class _MotionData:
         )
 
     def audio(self, rows: torch.Tensor, augment: bool = False) -> torch.Tensor:
-        audio = neighbour_windows(self.windows, self.frame_of[rows], self.neighbours)
+        audio = self.audio_of_frames(self.frame_of[rows])
         return augment_audio(audio) if augment else audio
+
+    def audio_of_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        return neighbour_windows(self.windows, frames, self.neighbours)
 
     def loss(self, predicted: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         return (self.weights * (predicted - self.targets[rows]) ** 2).mean()
@@ -86,7 +89,10 @@ def fit_motion(
         print(f"audio->motion regressor {index + 1}/{count}: best validation loss {best_loss:.4f}")
     model.eval()
     with torch.no_grad():
-        predicted = model.predict_motion(data.audio(data.val_rows))
+        # as a render predicts them: the whole clip in time order, smoothed over time
+        every_frame = torch.arange(len(data.windows), device=device)
+        predicted = model.motion_sequence(data.audio_of_frames, every_frame)[
+            data.frame_of[data.val_rows]]
         loss = float(data.loss(predicted, data.val_rows))
         corr = mouth_opening_correlation(predicted[:, 0].float().cpu().numpy(),
                                          data.targets[data.val_rows, 0].float().cpu().numpy())
