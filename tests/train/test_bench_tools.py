@@ -68,3 +68,27 @@ def test_view_of_a_joined_dataset_can_train_on_its_main_video_alone(
     original, view = read_tracks(joined)[0], read_tracks(tmp_path / "main")[0]
     assert view.train_frames == [f for f in original.train_frames if f >= 21]
     assert view.held_out_frames == original.held_out_frames and view.segment_starts == [1, 21]
+
+
+def test_refit_motion_keeps_the_renderer_and_fits_new_regressors(
+        synthetic_dataset: Path, tmp_path: Path) -> None:
+    import torch
+
+    from bench import refit_motion
+    from facespeech.train.checkpoints import load
+    from tests.train.test_loop import _config
+
+    trained = train.run(synthetic_dataset, tmp_path / "run",
+                        _config(use_motion=True, steps=2, motion_steps=5)).checkpoint
+    refit = tmp_path / "refit.pt"
+    refit_motion.main(trained, synthetic_dataset, refit,
+                      json.dumps({"motion_regressors": 2, "motion_smoothing": 1.5, "seed": 1}))
+    before, after = load(trained), load(refit)
+    assert after["model_config"]["motion_regressors"] == 2
+    assert after["model_config"]["motion_smoothing"] == 1.5
+    for key, value in before["model"].items():
+        if not key.startswith("regressors."):
+            assert torch.equal(after["model"][key], value), key
+    assert not torch.equal(after["model"]["regressors.0.head.1.weight"],  # other seed, refitted
+                           before["model"]["regressors.0.head.1.weight"])
+    assert "regressors.1.head.1.weight" in after["model"]
