@@ -78,7 +78,9 @@ class TrainConfig(BaseModel):
     # several is steadier from run to run than one (docs/QUALITY.md, session 10).
     motion_regressors: int = Field(1, ge=1, le=16)
     # Gaussian over time (sigma, video frames) on the predicted motion of a rendered sequence
-    # (ModelConfig.motion_smoothing); the calibration is worked out after it.
+    # (ModelConfig.motion_smoothing); the calibration is worked out after it. `fast` and
+    # `quality` take 2 (docs/QUALITY.md, session 10: the held-out opening correlation of every
+    # one of 12 fitted regressors rose with it, on obama and on May).
     motion_smoothing: float = Field(0.0, ge=0, le=10)
     motion_steps: int = Field(3000, ge=0, le=100_000)  # updates of each regressor
     motion_batch: int = Field(64, ge=1, le=4096)
@@ -152,6 +154,7 @@ PRESETS: dict[str, TrainConfig] = {
         checkpoint_every=1000, device="auto", background_weight=0.05, mouth_weight=4.0,
         ssim_weight=0.1, reference_frames="near_pose", use_motion=True, warp_reference=True,
         warp_weight=1.0, main_take_share=0.75, motion_regressors=5,
+        motion_smoothing=2.0,
     ),
     # One GPU, longer and larger: fast's losses and references (each measured against its
     # control there, docs/QUALITY.md) with a 128^2 render, finer planes, more samples and steps.
@@ -162,5 +165,6 @@ PRESETS: dict[str, TrainConfig] = {
         eval_every=5000, checkpoint_every=1000, device="auto", background_weight=0.05,
         mouth_weight=4.0, ssim_weight=0.1, reference_frames="near_pose", warp_reference=True,
         warp_weight=1.0, main_take_share=0.75, motion_regressors=5,
+        motion_smoothing=2.0,
     ),
 }
