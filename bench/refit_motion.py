@@ -19,11 +19,10 @@ import typer
 
 from facespeech.dataset import load_features, read_tracks
 from facespeech.model import ModelConfig, TalkingHead
+from facespeech.model.head import is_regressor_key
 from facespeech.train import TrainConfig, checkpoints
 from facespeech.train.data import PoseNormaliser, load_clip
 from facespeech.train.motion import fit_motion
-
-OLD_REGRESSOR_KEYS = ("audio_encoder.", "audio_smoother.", "to_motion.")
 
 
 def main(checkpoint: Path, dataset: Path, out: Path, overrides: str = "{}") -> None:
@@ -36,7 +35,7 @@ def main(checkpoint: Path, dataset: Path, out: Path, overrides: str = "{}") -> N
     torch.manual_seed(config.seed)
     model = TalkingHead(model_config)
     renderer = {key: value.float() for key, value in state["model"].items()
-                if not key.startswith(("regressors.", *OLD_REGRESSOR_KEYS))}
+                if not is_regressor_key(key)}
     missing, unexpected = model.load_state_dict(renderer, strict=False)
     assert not unexpected and all(key.startswith("regressors.") for key in missing)
     data = state["data"]

@@ -179,6 +179,11 @@ _OLD_REGRESSOR_PREFIXES = {"audio_encoder.": "regressors.0.encoder.",
                            "to_motion.": "regressors.0.head."}
 
 
+def is_regressor_key(key: str) -> bool:
+    """Whether a state-dict key belongs to the audio -> motion regressors (in either layout)."""
+    return key.startswith(("regressors.", *_OLD_REGRESSOR_PREFIXES))
+
+
 def _renamed_regressor_key(key: str) -> str:
     for old, new in _OLD_REGRESSOR_PREFIXES.items():
         if key.startswith(old):
