@@ -294,7 +294,8 @@ def evaluate(
         result["other_audio"] = lib.other_audio_sync(checkpoint, dataset, audio, device)
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(result, indent=2))
-    table = Table("protocol", "metric", *lib.METHODS, title=f"{result['frames']} held-out frames")
+    methods = list(result["scores"])  # lib.METHODS, and more for some models
+    table = Table("protocol", "metric", *methods, title=f"{result['frames']} held-out frames")
     for protocol in lib.PROTOCOLS:
         for metric in ("psnr", "ssim", "lpips"):
             if metric not in result["scores"]["ours"][protocol]:
@@ -302,14 +303,14 @@ def evaluate(
             table.add_row(
                 protocol,
                 metric,
-                *(f"{result['scores'][m][protocol][metric]:.3f}" for m in lib.METHODS),
+                *(f"{result['scores'][m][protocol][metric]:.3f}" for m in methods),
             )
     for metric in ("lmd", "mouth_open_corr", "av_offset_frames"):
         if "sync" in result:
-            values = [result["sync"][m].get(metric, float("nan")) for m in lib.METHODS]
+            values = [result["sync"][m].get(metric, float("nan")) for m in methods]
             table.add_row("paste_back", metric, *(f"{v:.3f}" for v in values))
     for metric in ("lse_d", "lse_c", "offset_frames") if "syncnet" in result else ():
-        values = [result["syncnet"][m][metric] for m in lib.METHODS]
+        values = [result["syncnet"][m].get(metric, float("nan")) for m in methods]
         table.add_row("paste_back", f"syncnet {metric}", *(f"{v:.3f}" for v in values))
     console.print(table)
     if "syncnet" in result:

@@ -34,6 +34,11 @@ class ModelConfig:
     # Grey out the reference crop's mouth box before the model sees it: the mouth then has to
     # come from the driver, not from copying the reference frame's (usually closed) lips.
     mask_reference_mouth: bool = False
+    # What mask_reference_mouth hides: the lips' box, or the whole lower face (nostrils to
+    # chin, jaw line to jaw line; train.data.lower_face_boxes). A lower-face model can be
+    # drawn over the very frame it renders (TrainConfig.reference_frames "self"): the eyes,
+    # brows and skin above the nose are the frame's own, the lower face comes from the driver.
+    mask_region: str = "mouth"
     plane_channels: int = 16  # C per tri-plane
     plane_resolution: int = 64  # R
     hidden: int = 64  # width of the field MLPs
@@ -59,6 +64,12 @@ class ModelConfig:
         """Size of what drives the mouth in the field: the motion code or the audio code."""
         return self.motion_dim or self.audio_dim
 
+    @property
+    def draws_over_target(self) -> bool:
+        """Whether the model's reference is the frame it redraws (its lower face hidden), as
+        in renders; otherwise another frame near in pose stands in for it."""
+        return self.mask_reference_mouth and self.mask_region == "lower_face"
+
     def __post_init__(self) -> None:
         ratio = self.image_size // self.render_size
         if self.image_size % self.render_size or ratio & (ratio - 1):
@@ -66,3 +77,5 @@ class ModelConfig:
                 f"image_size {self.image_size} must be render_size {self.render_size} "
                 "times a power of two"
             )
+        if self.mask_region not in ("mouth", "lower_face"):
+            raise ValueError(f"mask_region {self.mask_region!r}: mouth or lower_face")

@@ -13,6 +13,12 @@ Methods scored the same way on the same frames: ``ours``; ``nearest_pose``, the 
 nearest in head pose, i.e. the reference our model is given as it is; ``static``, the last
 training frame; ``retrieval``, the training frame whose audio window is nearest to the
 held-out frame's.
+
+A model that draws over its target (ModelConfig.draws_over_target: the lower face hidden, as
+renders use it over the person's own video) is given the held-out frame itself, lower face
+greyed, instead of the nearest-pose frame; its paste region is the face and that lower-face
+box. Beside it, ``nearest_lower_face`` is the real frame with the nearest-pose frame's lower
+face: the same real upper face the model sees, with a real mouth of another moment.
 Lip sync: mouth landmarks from one MediaPipe FaceMesh on real and generated sequences alike
 (LMD in pixels at 512^2), mouth-opening correlation with the real sequence, and the lag
 (frames) at which mouth opening and audio energy correlate best. For a motion-driven model,
@@ -54,6 +60,7 @@ from facespeech.train.data import (
 from facespeech.train.distributed import autocast, pick_device
 
 METHODS = ("ours", "nearest_pose", "static", "retrieval")
+LOWER_FACE_METHOD = "nearest_lower_face"  # only for models that draw over their target
 PROTOCOLS = ("full", "paste_back", "head")
 LMD_SIZE = 512  # LMD is reported in pixels of a 512^2 crop, whatever the model's size
 MOUTH_LANDMARKS = LIP_POINTS  # the 40 lip-contour points LMD is measured on
@@ -87,7 +94,7 @@ def load_eval_clip(dataset_dir: Path, state: dict, config: ModelConfig) -> ClipT
         dataset_dir, track, config.image_size, data["source_image_size"],
         PoseNormaliser(**data["pose_normaliser"]), (data["audio_mean"], data["audio_std"]),
         load_features(dataset_dir, track.person, track.clip), config.camera_distance,
-        config.expression_dim, config.motion_dim, config.motion_shape,
+        config.expression_dim, config.motion_dim, config.motion_shape, config.mask_region,
     )
     if not clip.held_out_rows:
         raise InputError(f"dataset {dataset_dir} holds no held-out frames (metadata/split.json)")
@@ -121,8 +128,22 @@ def paste_masks(clip: ClipTensors, rows: torch.Tensor, device: torch.device) -> 
 
     size, config = clip.images.shape[-1], RenderConfig()
     face = clip.masks[rows].to(device).float() / 255.0
-    mouth = box_masks(clip.mouth[rows].to(device), size)
-    return paste_mask(face, mouth, config.feather, config.grow)
+    hidden = box_masks(clip.hidden[rows].to(device), size)
+    return paste_mask(face, hidden, config.feather, config.grow)
+
+
+def lower_face_masks(clip: ClipTensors, rows: torch.Tensor, device: torch.device
+                     ) -> torch.Tensor:
+    """The hidden lower-face box of each frame, feathered as the paste mask, (B, 1, S, S)."""
+    from facespeech.render.config import RenderConfig
+    from facespeech.render.render import paste_mask
+
+    box = box_masks(clip.hidden[rows].to(device), clip.images.shape[-1])
+    return paste_mask(box, box, RenderConfig().feather, 0.0)
+
+
+def methods_of(model: TalkingHead) -> tuple[str, ...]:
+    return METHODS + ((LOWER_FACE_METHOD,) if model.config.draws_over_target else ())
 
 
 def _predicted_motion(model: TalkingHead, clip: ClipTensors, rows: list[int],
@@ -154,10 +175,11 @@ def render_held_out(
         : len(audio_windows)]
     static = clip.train_rows[-1]
     retrieved = retrieval_rows(clip, rows)
+    methods = methods_of(model)
     real_all, ours_full = [], []
-    pasted: dict[str, list[torch.Tensor]] = {m: [] for m in METHODS}
+    pasted: dict[str, list[torch.Tensor]] = {m: [] for m in methods}
     sums: dict[str, dict[str, dict[str, float]]] = {
-        m: {p: {"psnr": 0.0, "ssim": 0.0} for p in PROTOCOLS} for m in METHODS}
+        m: {p: {"psnr": 0.0, "ssim": 0.0} for p in PROTOCOLS} for m in methods}
     motion = None
     if tracked_motion:
         motion = clip.motion[rows].to(device)
@@ -166,7 +188,8 @@ def render_held_out(
     for start in range(0, len(rows), batch):
         chunk = torch.tensor(rows[start : start + batch])
         references = nearest_pose_rows(clip, chunk.tolist(), 1, 0)[:, 0]
-        inputs = model_inputs(clip, chunk, references, model.config.audio_neighbours, device)
+        drawn_over = chunk if model.config.draws_over_target else references
+        inputs = model_inputs(clip, chunk, drawn_over, model.config.audio_neighbours, device)
         if motion is not None:
             inputs["motion"] = motion[start : start + len(chunk)]
         elif audio_windows is not None:  # an audio-driven model hearing another voice
@@ -180,12 +203,16 @@ def render_held_out(
         real = clip.images[chunk].to(device).float() / 255.0
         face = clip.masks[chunk].to(device).float() / 255.0
         paste = paste_masks(clip, chunk, device)
+        nearest = clip.images[references].to(device).float() / 255.0
         candidates = {
             "ours": ours,
-            "nearest_pose": inputs["reference"],  # the reference as the model is given it
+            "nearest_pose": nearest,
             "static": clip.images[[static] * len(chunk)].to(device).float() / 255.0,
             "retrieval": clip.images[retrieved[start : start + batch]].to(device).float() / 255,
         }
+        if LOWER_FACE_METHOD in methods:
+            candidates[LOWER_FACE_METHOD] = torch.lerp(
+                real, nearest, lower_face_masks(clip, chunk, device))
         for method, frames in candidates.items():
             composite = ((paste * frames + (1 - paste) * real) * 255).round() / 255
             pasted[method].append(_to_uint8(composite))
@@ -328,8 +355,8 @@ def evaluate(
         energy = audio_energy(clip, frames.rows)
         lag, correlation = best_lag(energy, mouth_opening(real))
         result["real_av_offset_frames"], result["real_av_corr"] = float(lag), correlation
-        result["sync"] = {method: sync_scores(real, track_landmarks(frames.pasted[method]),
-                                              energy) for method in METHODS}
+        result["sync"] = {method: sync_scores(real, track_landmarks(pasted), energy)
+                          for method, pasted in frames.pasted.items()}
         if syncnet_weights is not None:
             result["syncnet"] = syncnet_scores(
                 SyncNet.load(syncnet_weights), frames, real, clip, dataset_dir,
@@ -345,13 +372,14 @@ def evaluate(
 
 def save_grid(frames: HeldOut, clip: ClipTensors, path: Path, tile: int = 192) -> None:
     """PNG: rows of held-out frames (first, a third in, the widest-open mouth, two thirds in),
-    columns real | ours pasted back | ours full render | nearest pose | static | retrieval."""
+    columns real | ours pasted back | ours full render | nearest pose | static | retrieval
+    (| nearest pose's lower face, for a model that draws over its target)."""
     from PIL import Image
 
     opening = [clip.track.expressions[r].mouth_open for r in frames.rows]
     picks = sorted({0, len(opening) // 3, int(np.argmax(opening)), 2 * len(opening) // 3})
     columns = [frames.real, frames.pasted["ours"], frames.ours_full,
-               *(frames.pasted[method] for method in METHODS[1:])]
+               *(pasted for pasted in list(frames.pasted.values())[1:])]
     sheet = Image.new("RGB", (tile * len(columns), tile * len(picks)))
     for c, column in enumerate(columns):
         for r, index in enumerate(picks):

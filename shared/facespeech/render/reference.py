@@ -24,10 +24,10 @@ from facespeech.train import checkpoints
 from facespeech.train.data import (
     PoseNormaliser,
     frame_conditions,
+    hidden_boxes,
     load_images,
     load_masks,
     load_person_masks,
-    mouth_boxes,
 )
 
 # 10 s at 25 fps: plenty of natural head motion to ping-pong over, about 10 MB of JPEG at
@@ -44,7 +44,9 @@ class ReferenceSet:
     images: torch.Tensor  # (N, 3, S, S) uint8 crops at the model's image size
     masks: torch.Tensor  # (N, 1, S, S) uint8 face masks, 255 = face
     person: torch.Tensor  # (N, 1, S, S) uint8, 255 = the person: a transparent render's alpha
-    mouth: torch.Tensor  # (N, 4) mouth boxes in [0, 1]
+    # (N, 4) in [0, 1]: the box the model hides of each crop and renders paste (with the face
+    # mask): its mouth, or its lower face (ModelConfig.mask_region)
+    mouth: torch.Tensor
     rotation: torch.Tensor  # (N, 3, 3)
     offset: torch.Tensor  # (N, 3)
     focal: torch.Tensor  # (N,)
@@ -86,7 +88,7 @@ def from_dataset(
     return ReferenceSet(
         images=load_images(dataset_dir, track.person, frames, size),
         masks=masks, person=masks.clone() if person is None else person,
-        mouth=mouth_boxes(track, data["source_image_size"])[index],
+        mouth=hidden_boxes(track, data["source_image_size"], model_config.mask_region)[index],
         rotation=conditions.rotation[index], offset=conditions.offset[index],
         focal=conditions.focal[index], blink=conditions.blink[index],
         expression=conditions.expression[index],

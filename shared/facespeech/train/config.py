@@ -32,6 +32,7 @@ class TrainConfig(BaseModel):
     # the default.
     motion_shape: Literal["lips", "expression"] = "expression"
     mask_reference_mouth: bool = False  # see ModelConfig.mask_reference_mouth
+    mask_region: Literal["mouth", "lower_face"] = "mouth"  # see ModelConfig.mask_region
     plane_channels: int = Field(16, ge=2, le=128)
     plane_resolution: int = Field(64, ge=8, le=1024)
     hidden: int = Field(64, ge=8, le=512)
@@ -61,8 +62,10 @@ class TrainConfig(BaseModel):
     ssim_weight: float = Field(0.0, ge=0, le=100)  # (1 - SSIM) on the face: sharper edges
     # Reference crop per target frame: any training frame, or one of the training frames
     # nearest in head pose (never within `reference_min_gap` frames of the target, so its
-    # mouth is another mouth and the audio has to drive it).
-    reference_frames: Literal["random", "near_pose"] = "random"
+    # mouth is another mouth and the audio has to drive it), or the target frame itself with
+    # its lower face hidden (needs mask_reference_mouth with mask_region "lower_face"): the
+    # model learns to redraw the lower face of the frame it is drawn over, as renders use it.
+    reference_frames: Literal["random", "near_pose", "self"] = "random"
     reference_candidates: int = Field(8, ge=1, le=1000)
     reference_min_gap: int = Field(12, ge=0)
     # A dataset joined from several takes of the person: the share of each batch (renderer
@@ -108,6 +111,10 @@ class TrainConfig(BaseModel):
     @model_validator(mode="after")
     def _check_shapes(self) -> TrainConfig:
         self.to_model_config()  # raises ValueError for impossible size combinations
+        if self.reference_frames == "self" and not (
+                self.mask_reference_mouth and self.mask_region == "lower_face"):
+            raise ValueError('reference_frames "self" needs mask_reference_mouth with '
+                             'mask_region "lower_face": else the model copies its target')
         return self
 
     def to_model_config(self, expression_dim: int = 0, lip_dim: int = 0) -> ModelConfig:
@@ -120,7 +127,7 @@ class TrainConfig(BaseModel):
             motion_dim=1 + min(self.motion_codes, shape_dim) if self.use_motion else 0,
             motion_shape=shape, motion_regressors=self.motion_regressors,
             motion_smoothing=self.motion_smoothing,
-            mask_reference_mouth=self.mask_reference_mouth,
+            mask_reference_mouth=self.mask_reference_mouth, mask_region=self.mask_region,
             image_size=self.image_size, render_size=self.render_size, audio_dim=self.audio_dim,
             plane_channels=self.plane_channels, plane_resolution=self.plane_resolution,
             hidden=self.hidden, feature_dim=self.feature_dim,
@@ -138,9 +145,9 @@ class TrainConfig(BaseModel):
 
 SHAPE_FIELDS = (
     "image_size", "render_size", "audio_dim", "use_expression", "use_motion", "motion_codes",
-    "motion_shape", "motion_regressors", "mask_reference_mouth", "plane_channels",
-    "plane_resolution", "hidden", "feature_dim", "samples_per_ray", "upsampler_channels",
-    "reference_skips", "warp_reference",
+    "motion_shape", "motion_regressors", "mask_reference_mouth", "mask_region",
+    "plane_channels", "plane_resolution", "hidden", "feature_dim", "samples_per_ray",
+    "upsampler_channels", "reference_skips", "warp_reference",
 )
 
 PRESETS: dict[str, TrainConfig] = {

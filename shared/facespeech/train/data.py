@@ -33,6 +33,13 @@ MAX_OFFSET = 0.3  # head units; larger tracked shifts are tracking noise in an a
 _LIPS_MEDIAPIPE = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0,
                    37, 39, 40, 185]
 _LIPS_68 = list(range(48, 60))
+# Points that the mouth does not move (nose tip, outer eye corners), which place the lower
+# face: MediaPipe face mesh and iBUG 68.
+_STILL_MEDIAPIPE = (1, 33, 263)
+_STILL_68 = (30, 36, 45)
+# The lower face around the nose tip, in outer-eye-corner distances: left, top, right, bottom.
+# Wide and deep enough for the jaw line and an opened chin.
+LOWER_FACE_SPAN = (0.9, 0.12, 0.9, 1.4)
 
 
 def _nearest_rotation(matrix: np.ndarray) -> np.ndarray:
@@ -114,6 +121,38 @@ def mouth_boxes(track: PersonTrack, crop_size: int) -> torch.Tensor:
         pad = (hi - lo) * 0.3 + 0.02
         boxes.append([*np.clip(lo - pad, 0, 1), *np.clip(hi + pad, 0, 1)])
     return torch.tensor(boxes, dtype=torch.float32)
+
+
+def lower_face_boxes(track: PersonTrack, crop_size: int) -> torch.Tensor:
+    """(N, 4) x0, y0, x1, y1 in [0, 1]: the lower face of each frame (nostrils, lips, cheeks,
+    jaw and chin as far as an open mouth takes it), placed by the nose tip and sized by the
+    eye corners — points speech does not move, so the box itself says nothing of the mouth.
+
+    Without recognisable landmarks the lower middle of the crop stands in for it.
+    """
+    left, top, right, bottom = LOWER_FACE_SPAN
+    boxes = []
+    for points in track.landmarks:
+        array = np.asarray(points, dtype=float).reshape(-1, 2)
+        index = (_STILL_MEDIAPIPE if len(array) >= 468 else _STILL_68 if len(array) == 68
+                 else None)
+        if index is None or not np.isfinite(array[list(index)]).all():
+            boxes.append([0.25, 0.5, 0.75, 0.95])
+            continue
+        nose, eye_a, eye_b = array[list(index)] / crop_size
+        span = float(np.linalg.norm(eye_a - eye_b))
+        box = [nose[0] - left * span, nose[1] - top * span,
+               nose[0] + right * span, nose[1] + bottom * span]
+        boxes.append(np.clip(box, 0, 1).tolist())
+    return torch.tensor(boxes, dtype=torch.float32)
+
+
+def hidden_boxes(track: PersonTrack, crop_size: int, region: str) -> torch.Tensor:
+    """(N, 4) what a model hides of its reference crop (ModelConfig.mask_region): the mouth
+    or the whole lower face."""
+    if region == "lower_face":
+        return lower_face_boxes(track, crop_size)
+    return mouth_boxes(track, crop_size)
 
 
 def load_images(root: Path, person: str, frames: list[int], size: int) -> torch.Tensor:
@@ -247,6 +286,7 @@ class ClipTensors:
     images: torch.Tensor  # (N, 3, S, S) uint8, rows aligned with track.poses
     masks: torch.Tensor  # (N, 1, S, S) uint8
     mouth: torch.Tensor  # (N, 4) mouth boxes in [0, 1]
+    hidden: torch.Tensor  # (N, 4) what a model hides of a reference (hidden_boxes)
     conditions: FrameConditions
     windows: torch.Tensor  # (T, W, n_mels) normalised audio windows, row = frame number - 1
     train_rows: list[int]
@@ -303,6 +343,7 @@ def load_clip(
     expression_dim: int,
     motion_dim: int = 0,
     motion_shape: str = "expression",
+    mask_region: str = "mouth",
 ) -> ClipTensors:
     frames = [p.frame for p in track.poses]
     row_of = {frame: row for row, frame in enumerate(frames)}
@@ -315,6 +356,7 @@ def load_clip(
         images=load_images(root, track.person, frames, image_size),
         masks=load_masks(root, track.person, frames, image_size),
         mouth=mouth_boxes(track, source_size),
+        hidden=hidden_boxes(track, source_size, mask_region),
         conditions=frame_conditions(track, normaliser, camera_distance, expression_dim),
         windows=audio_windows(mel, max(frames), *audio_stats),
         train_rows=train_rows,
@@ -338,7 +380,7 @@ def model_inputs(
         "offset": c.offset[rows],
         "focal": c.focal[rows],
         "reference": clip.images[reference_rows].float() / 255.0,
-        "reference_mouth": clip.mouth[reference_rows],
+        "reference_mouth": clip.hidden[reference_rows],
         "reference_rotation": c.rotation[reference_rows],
         "reference_offset": c.offset[reference_rows],
         "reference_focal": c.focal[reference_rows],

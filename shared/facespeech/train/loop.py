@@ -95,7 +95,7 @@ def run(
     clip = load_clip(
         dataset_dir, track, config.image_size, info.image_size, normaliser, audio_stats, mel,
         model_config.camera_distance, model_config.expression_dim, model_config.motion_dim,
-        model_config.motion_shape,
+        model_config.motion_shape, model_config.mask_region,
     )
     if device.type == "cuda":  # each step's frames are then gathered there, not copied over
         clip = replace(clip, images=clip.images.to(device), masks=clip.masks.to(device))
@@ -106,7 +106,9 @@ def run(
         "reference_frame": track.poses[clip.train_rows[-1]].frame,
     }
     reference_pool = None  # (train rows, candidates): near-pose references per training row
-    if config.reference_frames == "near_pose":
+    if config.reference_frames == "self":
+        reference_pool = torch.tensor(clip.train_rows)[:, None]
+    elif config.reference_frames == "near_pose":
         reference_pool = nearest_pose_rows(clip, clip.train_rows, config.reference_candidates,
                                            config.reference_min_gap)
 
@@ -246,9 +248,10 @@ def evaluate(
     min_gap: int = 0,
 ) -> dict[str, float]:
     """Render held-out frames from their own audio and poses over the training frame nearest in
-    pose (at least min_gap frames away), and score them against the real frames; the last
-    training frame alone is the baseline. quality.evaluate has the full protocol set
-    (paste-back, landmarks, retrieval)."""
+    pose (at least min_gap frames away) — or over themselves, lower face hidden, for a model
+    that draws over its target — and score them against the real frames; the last training
+    frame and the nearest-pose one alone are the baselines. quality.evaluate has the full
+    protocol set (paste-back, landmarks, retrieval)."""
     if not rows:
         return {}
     static = clip.train_rows[-1]
@@ -259,7 +262,8 @@ def evaluate(
         for chunk in _chunks(rows, batch):
             target_rows = torch.tensor(chunk)
             references = nearest_pose_rows(clip, chunk, 1, min_gap)[:, 0]
-            out = render_outputs(model, clip, target_rows, references, device)
+            drawn_over = target_rows if model.config.draws_over_target else references
+            out = render_outputs(model, clip, target_rows, drawn_over, device)
             target = clip.images[target_rows].to(device).float() / 255.0
             mask = clip.masks[target_rows].to(device).float() / 255.0
             scores = compute_metrics(out["rgb"], target, mask)
@@ -413,10 +417,14 @@ def _accumulate_gradients(
 def _loss_targets(
     clip: ClipTensors, rows: torch.Tensor, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The rows' real frames (B, 3, S, S), face masks and mouth boxes (B, 1, S, S), in [0, 1]."""
+    """The rows' real frames (B, 3, S, S), face regions and mouth boxes (B, 1, S, S), in
+    [0, 1]. The face region is what renders paste: the face mask and the box the model hides
+    of its reference (the lower face, for a model that draws over its target)."""
     target = clip.images[rows].to(device).float() / 255.0
-    face = clip.masks[rows].to(device).float() / 255.0
-    mouth = box_masks(clip.mouth[rows].to(device), target.shape[-1])
+    size = target.shape[-1]
+    face = torch.maximum(clip.masks[rows].to(device).float() / 255.0,
+                         box_masks(clip.hidden[rows].to(device), size))
+    mouth = box_masks(clip.mouth[rows].to(device), size)
     return target, face, mouth
 
 

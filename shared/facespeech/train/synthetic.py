@@ -106,6 +106,7 @@ def _draw_face(
     draw.ellipse(mouth, fill=(120, 20, 30))
     angles = np.linspace(0, 2 * np.pi, len(_LIPS_MEDIAPIPE), endpoint=False)
     lips = np.stack([cx + 7 * s * np.cos(angles), 44 * s + mouth_h * np.sin(angles)], axis=1)
-    points = np.tile([[cx, 32 * s]], (478, 1))
+    points = np.tile([[cx, 32 * s]], (478, 1))  # the nose tip (1) among them
+    points[[33, 263]] = [[cx - 11 * s, 26 * s], [cx + 11 * s, 26 * s]]  # outer eye corners
     points[_LIPS_MEDIAPIPE] = lips
     return image, mask, points.round(2).tolist()
