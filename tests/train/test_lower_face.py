@@ -80,3 +80,33 @@ def test_renders_of_a_lower_face_model_hide_and_paste_its_lower_face(
     track = read_tracks(synthetic_dataset)[0]
     assert torch.equal(reference.mouth, lower_face_boxes(track, state["data"][
         "source_image_size"])[: len(reference.mouth)])
+
+
+def test_a_preset_draws_over_the_target_from_enough_video() -> None:
+    fast = TrainConfig.from_preset("fast")
+    assert fast.lower_face_min_seconds is not None
+    assert fast.for_video(fast.lower_face_min_seconds - 1) == fast
+    enough = fast.for_video(fast.lower_face_min_seconds)
+    assert enough.to_model_config().draws_over_target and enough.reference_frames == "self"
+    assert not enough.warp_reference and enough.reference_skips
+    never = fast.model_copy(update={"lower_face_min_seconds": None})
+    assert never.for_video(3600) == never
+
+
+def test_a_run_on_enough_video_trains_and_resumes_over_its_target(
+        synthetic_dataset: Path, tmp_path: Path) -> None:
+    """The synthetic clip has 1.8 s of training video: a 1 s threshold switches the run."""
+    import json
+
+    config = _config(steps=2, checkpoint_every=1, use_motion=True, motion_steps=5,
+                     lower_face_min_seconds=1.0)
+    result = run(synthetic_dataset, tmp_path, config)
+    model, _ = load_model(result.checkpoint, torch.device("cpu"))
+    assert model.config.draws_over_target
+    written = json.loads((tmp_path / "config.json").read_text())
+    assert written["reference_frames"] == "self"
+    # resumed with the switch off, the run keeps the mode it was started in
+    more = config.model_copy(update={"steps": 3, "lower_face_min_seconds": None})
+    resumed = run(synthetic_dataset, tmp_path, more)
+    assert resumed.step == 3
+    assert json.loads((tmp_path / "config.json").read_text())["reference_frames"] == "self"

@@ -66,6 +66,11 @@ class TrainConfig(BaseModel):
     # its lower face hidden (needs mask_reference_mouth with mask_region "lower_face"): the
     # model learns to redraw the lower face of the frame it is drawn over, as renders use it.
     reference_frames: Literal["random", "near_pose", "self"] = "random"
+    # Switch to drawing over the target (LOWER_FACE_MODE) when the person has at least this
+    # many seconds of training video; None: never. `fast` and `quality` take 60: with 90 s
+    # (obama, two takes) it gains 2.7 dB paste-back and 4.6 dB on the face, with 11 s (May)
+    # it loses 0.8 dB and lip sync (docs/QUALITY.md, session 11).
+    lower_face_min_seconds: float | None = Field(None, ge=0)
     reference_candidates: int = Field(8, ge=1, le=1000)
     reference_min_gap: int = Field(12, ge=0)
     # A dataset joined from several takes of the person: the share of each batch (renderer
@@ -135,6 +140,13 @@ class TrainConfig(BaseModel):
             reference_skips=self.reference_skips, warp_reference=self.warp_reference,
         )
 
+    def for_video(self, seconds: float) -> TrainConfig:
+        """The config a run on `seconds` of training video trains with: in LOWER_FACE_MODE
+        from lower_face_min_seconds on, else this one."""
+        if self.lower_face_min_seconds is None or seconds < self.lower_face_min_seconds:
+            return self
+        return self.model_validate({**self.model_dump(), **LOWER_FACE_MODE})
+
     @classmethod
     def from_preset(cls, name: str, overrides: dict[str, Any] | None = None) -> TrainConfig:
         """A preset with some fields replaced; ValueError / ValidationError say what is wrong."""
@@ -150,6 +162,17 @@ SHAPE_FIELDS = (
     "upsampler_channels", "reference_skips", "warp_reference",
 )
 
+# Fields that set how a run trains beyond the module shapes: a resumed run keeps its own.
+MODE_FIELDS = ("reference_frames", "warp_weight")
+
+# Drawn over the very frame it redraws, that frame's lower face hidden (ModelConfig.mask_region):
+# the upper face is the frame's own, so nothing needs warping, and the U-Net skips carry its
+# texture to the edges of the hidden box (docs/QUALITY.md, session 11).
+LOWER_FACE_MODE: dict[str, Any] = {
+    "reference_frames": "self", "mask_reference_mouth": True, "mask_region": "lower_face",
+    "warp_reference": False, "warp_weight": 0.0, "reference_skips": True,
+}
+
 PRESETS: dict[str, TrainConfig] = {
     # CPU demo: a few minutes on 2 cores for a ~12 s clip at 128^2 (see docs/PERFORMANCE.md).
     "tiny": TrainConfig(),
@@ -161,7 +184,7 @@ PRESETS: dict[str, TrainConfig] = {
         checkpoint_every=1000, device="auto", background_weight=0.05, mouth_weight=4.0,
         ssim_weight=0.1, reference_frames="near_pose", use_motion=True, warp_reference=True,
         warp_weight=1.0, main_take_share=0.75, motion_regressors=5,
-        motion_smoothing=2.0,
+        motion_smoothing=2.0, lower_face_min_seconds=60.0,
     ),
     # One GPU, longer and larger: fast's losses and references (each measured against its
     # control there, docs/QUALITY.md) with a 128^2 render, finer planes, more samples and steps.
@@ -172,6 +195,6 @@ PRESETS: dict[str, TrainConfig] = {
         eval_every=5000, checkpoint_every=1000, device="auto", background_weight=0.05,
         mouth_weight=4.0, ssim_weight=0.1, reference_frames="near_pose", warp_reference=True,
         warp_weight=1.0, main_take_share=0.75, motion_regressors=5,
-        motion_smoothing=2.0,
+        motion_smoothing=2.0, lower_face_min_seconds=60.0,
     ),
 }

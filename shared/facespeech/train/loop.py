@@ -24,7 +24,7 @@ from facespeech.model import ModelConfig, TalkingHead
 from facespeech.model.camera import box_masks
 from facespeech.quality.metrics import compute_metrics, ssim_map
 from facespeech.train import checkpoints, distributed
-from facespeech.train.config import SHAPE_FIELDS, TrainConfig
+from facespeech.train.config import MODE_FIELDS, SHAPE_FIELDS, TrainConfig
 from facespeech.train.data import (
     ClipTensors,
     PoseNormaliser,
@@ -69,20 +69,22 @@ def run(
     run_dir.mkdir(parents=True, exist_ok=True)
     resume_from = _resume_path(run_dir, resume)
     state = checkpoints.load(resume_from) if resume_from else None
-    if state is not None:  # shape-defining fields come from the checkpoint (nanoGPT)
+    on_progress(Progress("load", 0.0, "loading frames"))
+    info = read_info(dataset_dir)
+    track = _pick_track(dataset_dir, config.person)
+    if state is None:
+        config = config.for_video(len(track.train_frames) / info.fps)
+    else:  # shape-defining fields and the run's mode come from the checkpoint (nanoGPT)
         # a field newer than the checkpoint takes its default: what the old code did
-        shapes = {name: state["config"].get(name, TrainConfig.model_fields[name].default)
-                  for name in SHAPE_FIELDS}
-        config = TrainConfig.model_validate({**config.model_dump(), **shapes})
+        kept = {name: state["config"].get(name, TrainConfig.model_fields[name].default)
+                for name in SHAPE_FIELDS + MODE_FIELDS}
+        config = TrainConfig.model_validate({**config.model_dump(), **kept})
     if world.is_main:
         (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
     log = MetricsLog(run_dir, world.is_main, config)
     torch.manual_seed(config.seed)
 
     # --- data -----------------------------------------------------------------------------
-    on_progress(Progress("load", 0.0, "loading frames"))
-    info = read_info(dataset_dir)
-    track = _pick_track(dataset_dir, config.person)
     mel = load_features(dataset_dir, track.person, track.clip)
     if state is not None:
         normaliser = PoseNormaliser(**state["data"]["pose_normaliser"])
