@@ -23,6 +23,7 @@ class RenderConfig(BaseModel):
     # head pose: the reference frames walked forwards and backwards, or the first one held
     motion: Motion = "pingpong"
     # blinks per minute drawn on a regular, jittered schedule; None: the reference's own blinks
+    # (a model that draws over its target shows the reference's own eyes whatever this says)
     blink_rate: float | None = Field(None, ge=0, le=60)
 
     @property
