@@ -82,15 +82,14 @@ def test_renders_of_a_lower_face_model_hide_and_paste_its_lower_face(
         "source_image_size"])[: len(reference.mouth)])
 
 
-def test_a_preset_draws_over_the_target_from_enough_video() -> None:
+def test_a_config_draws_over_the_target_from_enough_video() -> None:
     fast = TrainConfig.from_preset("fast")
-    assert fast.lower_face_min_seconds is not None
-    assert fast.for_video(fast.lower_face_min_seconds - 1) == fast
-    enough = fast.for_video(fast.lower_face_min_seconds)
+    assert fast.lower_face_min_seconds is None and fast.for_video(3600) == fast  # opt-in
+    switched = TrainConfig.from_preset("fast", {"lower_face_min_seconds": 60})
+    assert switched.for_video(59) == switched
+    enough = switched.for_video(60)
     assert enough.to_model_config().draws_over_target and enough.reference_frames == "self"
     assert not enough.warp_reference and enough.reference_skips
-    never = fast.model_copy(update={"lower_face_min_seconds": None})
-    assert never.for_video(3600) == never
 
 
 def test_a_run_on_enough_video_trains_and_resumes_over_its_target(

@@ -67,9 +67,11 @@ class TrainConfig(BaseModel):
     # model learns to redraw the lower face of the frame it is drawn over, as renders use it.
     reference_frames: Literal["random", "near_pose", "self"] = "random"
     # Switch to drawing over the target (LOWER_FACE_MODE) when the person has at least this
-    # many seconds of training video; None: never. `fast` and `quality` take 60: with 90 s
-    # (obama, two takes) it gains 2.7 dB paste-back and 4.6 dB on the face, with 11 s (May)
-    # it loses 0.8 dB and lip sync (docs/QUALITY.md, session 11).
+    # many seconds of training video (0: always); None: never, as every preset. Opt-in: on
+    # obama's 90 s it gains 2.7 dB paste-back and 4.6 dB on the face, on May's 11 s it loses
+    # 0.8 dB and lip sync, and renders of a two-take model to new voices show a smear of the
+    # other take's colour over the lower face in about a quarter of the frames
+    # (docs/QUALITY.md, session 11).
     lower_face_min_seconds: float | None = Field(None, ge=0)
     reference_candidates: int = Field(8, ge=1, le=1000)
     reference_min_gap: int = Field(12, ge=0)
@@ -184,7 +186,7 @@ PRESETS: dict[str, TrainConfig] = {
         checkpoint_every=1000, device="auto", background_weight=0.05, mouth_weight=4.0,
         ssim_weight=0.1, reference_frames="near_pose", use_motion=True, warp_reference=True,
         warp_weight=1.0, main_take_share=0.75, motion_regressors=5,
-        motion_smoothing=2.0, lower_face_min_seconds=60.0,
+        motion_smoothing=2.0,
     ),
     # One GPU, longer and larger: fast's losses and references (each measured against its
     # control there, docs/QUALITY.md) with a 128^2 render, finer planes, more samples and steps.
@@ -195,6 +197,6 @@ PRESETS: dict[str, TrainConfig] = {
         eval_every=5000, checkpoint_every=1000, device="auto", background_weight=0.05,
         mouth_weight=4.0, ssim_weight=0.1, reference_frames="near_pose", warp_reference=True,
         warp_weight=1.0, main_take_share=0.75, motion_regressors=5,
-        motion_smoothing=2.0, lower_face_min_seconds=60.0,
+        motion_smoothing=2.0,
     ),
 }
