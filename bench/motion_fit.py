@@ -115,7 +115,7 @@ def untrained(dataset: Path, config: TrainConfig
     clip = load_clip(
         dataset, track, 32, 512, PoseNormaliser.fit(track.poses), stats, mel,
         model_config.camera_distance, model_config.expression_dim, model_config.motion_dim,
-        model_config.motion_shape,
+        model_config.motion_shape, motion_per_take=model_config.motion_per_take,
     )
     return TalkingHead(model_config), clip, stats
 

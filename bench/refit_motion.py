@@ -44,7 +44,7 @@ def main(checkpoint: Path, dataset: Path, out: Path, overrides: str = "{}") -> N
         dataset, track, 32, data["source_image_size"], PoseNormaliser(**data["pose_normaliser"]),
         (data["audio_mean"], data["audio_std"]), load_features(dataset, track.person, track.clip),
         model_config.camera_distance, model_config.expression_dim, model_config.motion_dim,
-        model_config.motion_shape,
+        model_config.motion_shape, motion_per_take=model_config.motion_per_take,
     )
     metrics = fit_motion(model, clip, config, torch.device("cpu"))
     dtype = next(iter(state["model"].values())).dtype

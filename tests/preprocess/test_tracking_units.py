@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from facespeech.preprocess.crop import smooth_boxes
+from facespeech.preprocess.pose import fit_poses
 from facespeech.preprocess.smoothing import landmark_jitter, one_euro, smooth_landmarks
 from facespeech.preprocess.stream import _BoxSmoother
 from facespeech.preprocess.tracking import GapFiller, fill_short_gaps
@@ -31,17 +32,35 @@ def test_gap_filler_matches_fill_short_gaps(pattern: str) -> None:
             assert interpolated == (pattern[i] == ".")
 
 
-def test_box_smoother_streams_the_whole_clip_result() -> None:
+@pytest.mark.parametrize("take_start", [300, 40, 41, 150])
+def test_box_smoother_streams_the_whole_clip_result(take_start: int) -> None:
+    """Streamed, resumed after 40 boxes, it gives each take's whole path smoothed on its own:
+    the second take's first boxes owe nothing to the first take's framing."""
     rng = np.random.default_rng(0)
     boxes = np.cumsum(rng.normal(size=(300, 3)), axis=0) + 200
-    expected = smooth_boxes(boxes, 2.0, 6.0)
-    smoother = _BoxSmoother(2.0, 6.0, boxes[:40])  # a resumed run: 40 boxes already done
+    boxes[take_start:] *= 1.5  # another video, another framing
+    takes = [int(i >= take_start) for i in range(300)]
+    expected = np.concatenate([smooth_boxes(boxes[:take_start], 2.0, 6.0),
+                               smooth_boxes(boxes[take_start:], 2.0, 6.0)])
+    smoother = _BoxSmoother(2.0, 6.0, boxes[:40], takes[:40])
     out = []
-    for box in boxes[40:]:
-        smoother.push(box)
+    for box, take in zip(boxes[40:], takes[40:], strict=True):
+        smoother.push(box, take)
         out.append(smoother.ready(final=False))
     out.append(smoother.ready(final=True))
     assert np.allclose(np.concatenate(out), expected[40:])
+
+
+def test_poses_are_smoothed_within_each_take() -> None:
+    """A second video's first frames keep their own pose, not one blended with the first's."""
+    rng = np.random.default_rng(2)
+    face = rng.uniform(100, 300, size=(478, 3))
+    tilted = face @ np.array([[1, 0, 0], [0, 0.9, -0.436], [0, 0.436, 0.9]]).T
+    landmarks = np.stack([face] * 20 + [tilted] * 20)
+    joined = fit_poses(landmarks, 512, breaks=[20])
+    blended = fit_poses(landmarks, 512)
+    assert np.allclose(joined.rotations[20], joined.rotations[39], atol=1e-6)
+    assert not np.allclose(blended.rotations[20], blended.rotations[39], atol=1e-3)
 
 
 def test_one_euro_forward_backward_has_no_lag() -> None:

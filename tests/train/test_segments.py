@@ -27,11 +27,11 @@ from facespeech.train.motion import _split
 from tests.train.conftest import joined_view
 
 
-def _clip(root: Path, segment_starts: list[int]) -> ClipTensors:
+def _clip(root: Path, segment_starts: list[int], **options: object) -> ClipTensors:
     track = replace(read_tracks(root)[0], segment_starts=segment_starts)
     mel = load_features(root, track.person, track.clip)
     return load_clip(root, track, 32, 32, PoseNormaliser.fit(track.poses),
-                     audio_statistics(mel), mel, 4.0, 1)
+                     audio_statistics(mel), mel, 4.0, 1, **options)  # type: ignore[arg-type]
 
 
 def test_rows_know_their_source_video(synthetic_dataset: Path) -> None:
@@ -95,3 +95,22 @@ def test_motion_validation_stays_on_the_main_take(synthetic_dataset: Path,
     everything_fit, everything_val = _split(joined)
     assert sorted(fit + val) == sorted(everything_fit + everything_val)
     assert val and all(int(joined.segment[row]) == 1 for row in val)
+
+
+def test_motion_codes_standardised_per_take(synthetic_dataset: Path) -> None:
+    """Per take, each take's training frames have mean 0 and spread 1 on every component;
+    over the whole clip, only the union has."""
+    options = {"motion_dim": 2}
+    whole = _clip(synthetic_dataset, [1, 21], **options)
+    per_take = _clip(synthetic_dataset, [1, 21], motion_per_take=True, **options)
+    train = torch.tensor(whole.train_rows)
+    for take in (0, 1):
+        rows = train[per_take.segment[train] == take]
+        codes = per_take.motion[rows].double()
+        assert torch.allclose(codes.mean(0), torch.zeros(2, dtype=torch.float64), atol=1e-5)
+        assert torch.allclose(codes.std(0, unbiased=False), torch.ones(2, dtype=torch.float64),
+                              atol=1e-4)
+    assert not torch.allclose(whole.motion[train[whole.segment[train] == 0]].mean(0),
+                              torch.zeros(2), atol=1e-3)
+    one_take = _clip(synthetic_dataset, [1], motion_per_take=True, **options)
+    assert torch.allclose(one_take.motion, _clip(synthetic_dataset, [1], **options).motion)

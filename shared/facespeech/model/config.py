@@ -23,6 +23,9 @@ class ModelConfig:
     # (expressions.json "lips", the lip contour without its opening) or "expression" (the
     # whole-face code; checkpoints from before the lip code have no field and mean this).
     motion_shape: str = "expression"
+    # Motion codes standardised per joined take (train.data.motion_codes), not over the whole
+    # clip: checkpoints from before have one scale for all takes.
+    motion_per_take: bool = False
     motion_dropout: float = 0.3  # on the audio code before the motion regressor
     # Audio -> motion regressors averaged: each fitted on its own seed, their mean varies
     # less from one training run to the next than one regressor does. Checkpoints from

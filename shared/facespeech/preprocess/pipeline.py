@@ -336,7 +336,7 @@ def _person_track(
     raw = (stream.landmarks - np.column_stack([origins[:, :2], np.zeros(len(origins))])[:, None]
            ) * scale
     crop_landmarks = _smooth_runs(raw, stream.kept, job.segment_starts, config)
-    fit = fit_poses(crop_landmarks, size)
+    fit = fit_poses(crop_landmarks, size, breaks=_take_breaks(stream.kept, job.segment_starts))
     blinks = blink_codes(fit.normalised)
     mouths = mouth_opening(fit.normalised)
     codes = expression_codes(fit.normalised, config.expression_dims)
@@ -374,6 +374,12 @@ def _person_track(
                       if crop_landmarks.shape[1] > N_LANDMARKS else None),
     )
     return track, _jitter(raw, crop_landmarks, fit.rotations, fit.translations, numbers)
+
+
+def _take_breaks(kept: list[int], segment_starts: list[int]) -> list[int]:
+    """Indices into `kept` (0-based frames) where another joined video begins."""
+    takes = np.searchsorted(segment_starts, np.asarray(kept) + 1, side="right")
+    return (np.flatnonzero(np.diff(takes)) + 1).tolist()
 
 
 def _smooth_runs(landmarks: np.ndarray, kept: list[int], segment_starts: list[int],

@@ -9,6 +9,7 @@ mean head orientation, which is close to frontal for talking-head footage.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,21 +86,22 @@ def mean_shape(landmarks: np.ndarray, iterations: int = 3, max_shapes: int = 500
 
 def fit_poses(
     landmarks_crop: np.ndarray, image_size: int, smooth_sigma: float = 1.5,
-    focal_factor: float = 2.0,
+    focal_factor: float = 2.0, breaks: Sequence[int] = (),
 ) -> PoseFit:
     """Per-frame rigid pose of (N, 478, 3) crop-pixel landmarks against their mean shape.
 
     Only the upper face takes part in the fit: lips and jaw move with speech, and letting
     them in turns every open mouth into a head nod. Rotation, scale and shift are then
-    smoothed over time with a zero-phase Gaussian (FaceMesh depth is noisy frame to frame).
+    smoothed over time with a zero-phase Gaussian (FaceMesh depth is noisy frame to frame),
+    each run between `breaks` (row indices where another joined video begins) on its own.
     """
     canonical = mean_shape(landmarks_crop / image_size)
     rigid = np.flatnonzero(canonical[:, 1] <= canonical[SUBNASALE, 1])
     raw_scales, raw_rotations, raw_shifts = umeyama_batch(canonical[rigid],
                                                           landmarks_crop[:, rigid])
-    scales = _smooth(raw_scales, smooth_sigma)
-    rotations = smooth_rotations(raw_rotations, smooth_sigma)
-    shifts = _smooth(raw_shifts, smooth_sigma)
+    scales = _smooth_runs(_smooth, raw_scales, smooth_sigma, breaks)
+    rotations = _smooth_runs(smooth_rotations, raw_rotations, smooth_sigma, breaks)
+    shifts = _smooth_runs(_smooth, raw_shifts, smooth_sigma, breaks)
     focal = focal_factor * image_size
     centre = image_size / 2
     depth = focal / scales  # weak perspective: image scale = focal / depth
@@ -107,6 +109,12 @@ def fit_poses(
     normalised = np.einsum("nkj,nji->nki", landmarks_crop - shifts[:, None], rotations)
     normalised /= scales[:, None, None]
     return PoseFit(rotations, translations, focal, normalised)
+
+
+def _smooth_runs(smooth: Callable[[np.ndarray, float], np.ndarray], values: np.ndarray,
+                 sigma: float, breaks: Sequence[int]) -> np.ndarray:
+    cuts = [b for b in breaks if 0 < b < len(values)]
+    return np.concatenate([smooth(run, sigma) for run in np.split(values, cuts)])
 
 
 def _smooth(values: np.ndarray, sigma: float) -> np.ndarray:

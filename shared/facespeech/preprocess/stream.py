@@ -91,27 +91,34 @@ class _Chunk:
 
 
 class _BoxSmoother:
-    """Gaussian smoothing of the crop-box path with a bounded look-ahead.
+    """Gaussian smoothing of the crop-box path with a bounded look-ahead, each joined take on
+    its own (a box blended with another video's framing zooms the take's first second).
 
-    Gives, slot by slot, exactly what smoothing the whole path at once would give: each
-    output needs only the boxes within the filter's radius on either side.
+    Gives, slot by slot, exactly what smoothing each take's whole path at once would give:
+    each output needs only the boxes within the filter's radius on either side.
     """
 
-    def __init__(self, center_sigma: float, size_sigma: float, history: np.ndarray) -> None:
+    def __init__(self, center_sigma: float, size_sigma: float, history: np.ndarray,
+                 history_takes: list[int]) -> None:
         self.sigmas = (center_sigma, size_sigma)
         self.radius = max(int(4.0 * s + 0.5) for s in self.sigmas)  # scipy's truncate=4
         self.raw: list[np.ndarray] = list(history)
+        self.takes: list[int] = list(history_takes)
         self.done = len(self.raw)
 
-    def push(self, box: np.ndarray) -> None:
+    def push(self, box: np.ndarray, take: int) -> None:
         self.raw.append(box)
+        self.takes.append(take)
 
     def ready(self, final: bool) -> np.ndarray:
         end = len(self.raw) if final else len(self.raw) - self.radius
         if end <= self.done:
             return np.zeros((0, 3))
         low = max(0, self.done - self.radius)
-        smoothed = smooth_boxes(np.array(self.raw[low:]), *self.sigmas)
+        takes = np.array(self.takes[low:])
+        cuts = np.flatnonzero(np.diff(takes)) + 1
+        smoothed = np.concatenate([smooth_boxes(part, *self.sigmas)
+                                   for part in np.split(np.array(self.raw[low:]), cuts)])
         out = smoothed[self.done - low: end - low]
         self.done = end
         return out
@@ -175,7 +182,8 @@ class _Stream:
             if kept_landmarks else np.zeros((0, 3))
         )
         self.smoother = _BoxSmoother(
-            self.config.smooth_center_sigma, self.config.smooth_size_sigma, history
+            self.config.smooth_center_sigma, self.config.smooth_size_sigma, history,
+            [self._take_of(index) for chunk in self.finished for index in chunk.kept],
         )
         self.gaps = GapFiller(self.config.max_gap_frames, self.resumed_from, last_kept)
         if last_kept is not None:
@@ -280,7 +288,11 @@ class _Stream:
             return
         self.slot_queue.append((index, landmarks, interpolated))
         self.smoother.push(raw_boxes(landmarks[None], self.config.crop_scale,
-                                     self.config.crop_shift_down)[0])
+                                     self.config.crop_shift_down)[0], self._take_of(index))
+
+    def _take_of(self, index: int) -> int:
+        """Which joined take the 0-based frame index belongs to."""
+        return int(np.searchsorted(self.job.segment_starts, index + 1, side="right")) - 1
 
     def _cut_ready(self, final: bool) -> None:
         boxes = self.smoother.ready(final)

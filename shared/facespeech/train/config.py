@@ -31,6 +31,7 @@ class TrainConfig(BaseModel):
     # follows the expression code better (LMD 2.98 vs 3.26 px with tracked codes), so it is
     # the default.
     motion_shape: Literal["lips", "expression"] = "expression"
+    motion_per_take: bool = False  # see ModelConfig.motion_per_take
     mask_reference_mouth: bool = False  # see ModelConfig.mask_reference_mouth
     mask_region: Literal["mouth", "lower_face"] = "mouth"  # see ModelConfig.mask_region
     plane_channels: int = Field(16, ge=2, le=128)
@@ -132,7 +133,8 @@ class TrainConfig(BaseModel):
         return ModelConfig(
             expression_dim=expression_dim if self.use_expression else 0,
             motion_dim=1 + min(self.motion_codes, shape_dim) if self.use_motion else 0,
-            motion_shape=shape, motion_regressors=self.motion_regressors,
+            motion_shape=shape, motion_per_take=self.motion_per_take,
+            motion_regressors=self.motion_regressors,
             motion_smoothing=self.motion_smoothing,
             mask_reference_mouth=self.mask_reference_mouth, mask_region=self.mask_region,
             image_size=self.image_size, render_size=self.render_size, audio_dim=self.audio_dim,
@@ -159,7 +161,7 @@ class TrainConfig(BaseModel):
 
 SHAPE_FIELDS = (
     "image_size", "render_size", "audio_dim", "use_expression", "use_motion", "motion_codes",
-    "motion_shape", "motion_regressors", "mask_reference_mouth", "mask_region",
+    "motion_shape", "motion_per_take", "motion_regressors", "mask_reference_mouth", "mask_region",
     "plane_channels", "plane_resolution", "hidden", "feature_dim", "samples_per_ray",
     "upsampler_channels", "reference_skips", "warp_reference",
 )

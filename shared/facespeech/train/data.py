@@ -260,10 +260,12 @@ def lip_dim_of(track: PersonTrack) -> int:
 
 
 def motion_codes(track: PersonTrack, train_rows: list[int], dim: int,
-                 shape: str = "expression") -> torch.Tensor:
+                 shape: str = "expression", takes: torch.Tensor | None = None) -> torch.Tensor:
     """(N, dim) per-frame mouth-motion targets: [mouth opening, shape code...][:dim], the shape
     code being the lip code or the expression code; each component standardised over the
-    training rows so every component weighs the same."""
+    training rows so every component weighs the same. takes (N,) (segment_of): standardise
+    each joined take over its own training rows instead, so a take's offset (another camera,
+    another tracking of the same lips) does not read as a mouth that opens less."""
     if not dim:
         return torch.zeros(len(track.expressions), 0)
     shapes = [(e.lips or []) if shape == "lips" else e.code for e in track.expressions]
@@ -273,8 +275,14 @@ def motion_codes(track: PersonTrack, train_rows: list[int], dim: int,
     if raw.shape[1] < dim:
         raise InputError(f"the model's motion code has {dim} components; this dataset's "
                          f"{shape!r} codes give {raw.shape[1]}")
-    fitted = raw[train_rows] if train_rows else raw
-    scaled = (raw - fitted.mean(axis=0)) / np.maximum(fitted.std(axis=0), 1e-6)
+    groups = np.zeros(len(raw), dtype=np.int64) if takes is None else takes.numpy()
+    scaled = np.empty_like(raw)
+    for take in np.unique(groups):
+        rows = np.flatnonzero(groups == take)
+        fitted = raw[np.intersect1d(rows, train_rows)] if train_rows else raw[rows]
+        if len(fitted) < 2:  # a take without training frames: the whole clip's scale
+            fitted = raw[train_rows] if train_rows else raw
+        scaled[rows] = (raw[rows] - fitted.mean(axis=0)) / np.maximum(fitted.std(axis=0), 1e-6)
     return torch.from_numpy(scaled.astype(np.float32))
 
 
@@ -344,6 +352,7 @@ def load_clip(
     motion_dim: int = 0,
     motion_shape: str = "expression",
     mask_region: str = "mouth",
+    motion_per_take: bool = False,
 ) -> ClipTensors:
     frames = [p.frame for p in track.poses]
     row_of = {frame: row for row, frame in enumerate(frames)}
@@ -351,6 +360,7 @@ def load_clip(
     held_out_rows = [row_of[f] for f in track.held_out_frames if f in row_of]
     if not train_rows:
         raise InputError(f"person {track.person!r} has no training frames in metadata/split.json")
+    segment = segment_of(track)
     return ClipTensors(
         track=track,
         images=load_images(root, track.person, frames, image_size),
@@ -361,8 +371,9 @@ def load_clip(
         windows=audio_windows(mel, max(frames), *audio_stats),
         train_rows=train_rows,
         held_out_rows=held_out_rows,
-        motion=motion_codes(track, train_rows, motion_dim, motion_shape),
-        segment=segment_of(track),
+        motion=motion_codes(track, train_rows, motion_dim, motion_shape,
+                            segment if motion_per_take else None),
+        segment=segment,
     )
 
 

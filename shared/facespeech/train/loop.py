@@ -97,7 +97,7 @@ def run(
     clip = load_clip(
         dataset_dir, track, config.image_size, info.image_size, normaliser, audio_stats, mel,
         model_config.camera_distance, model_config.expression_dim, model_config.motion_dim,
-        model_config.motion_shape, model_config.mask_region,
+        model_config.motion_shape, model_config.mask_region, model_config.motion_per_take,
     )
     if device.type == "cuda":  # each step's frames are then gathered there, not copied over
         clip = replace(clip, images=clip.images.to(device), masks=clip.masks.to(device))
