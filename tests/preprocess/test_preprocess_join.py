@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from PIL import Image
 
 from facespeech import dataset
 from facespeech.errors import InputError
@@ -15,7 +16,7 @@ from facespeech.preprocess import run
 from facespeech.preprocess.audio_features import speech_rms
 from facespeech.preprocess.join import join_videos, letterbox
 from tests.conftest import shared_file
-from tests.preprocess.conftest import TAKES, write_video
+from tests.preprocess.conftest import TAKES, aoc_frames_and_audio, write_video
 
 
 def test_join_letterboxes_into_the_last_video_and_levels_the_voices(
@@ -83,3 +84,31 @@ def test_joining_refuses_a_separate_audio_file_and_a_silent_take(
     assert not probe(mute).has_audio
     with pytest.raises(InputError, match="mute.mp4: no audio track"):
         run(loud, tmp_path / "b", TAKES, extra_videos=[mute])
+
+
+def test_each_take_is_tracked_and_framed_on_its_own(tmp_path: Path) -> None:
+    """The face is on the left of one take and on the right of the next: the second take's
+    first frames are found where they are (no interpolation from the first take, no crop cut
+    from around the first take's face), and no crop box is blended across the cut."""
+    frames, audio = aoc_frames_and_audio(8.0)
+
+    def placed(frame: np.ndarray, left: bool) -> np.ndarray:
+        canvas = np.full((256, 768, 3), 90, dtype=np.uint8)
+        x = 0 if left else 512
+        canvas[:, x:x + 256] = frame
+        return canvas
+    first = write_video(tmp_path / "left.mp4", [placed(f, True) for f in frames[:100]],
+                        audio[: 100 * 640])
+    second = write_video(tmp_path / "right.mp4", [placed(f, False) for f in frames[100:200]],
+                         audio[100 * 640:])
+    out = tmp_path / "out"
+    run(second, out, TAKES, extra_videos=[first])
+    (track,) = dataset.read_tracks(out)
+    second_take = [p for p in track.poses if p.frame >= 101]
+    assert [p.frame for p in second_take] == list(range(101, 201))  # none dropped
+    centres = np.array([p.crop_box[0] + p.crop_box[2] / 2 for p in track.poses])
+    assert (centres[:100] < 256).all() and (centres[100:] > 512).all()
+    sides = np.array([p.crop_box[2] for p in second_take])
+    assert sides[:3].min() > 0.9 * np.median(sides)  # the first boxes owe nothing to take one
+    crop = np.asarray(Image.open(dataset.image_path(out, "p0", 101)).convert("L"), dtype=float)
+    assert crop.mean(axis=0).min() > 20 and crop.mean(axis=1).min() > 20  # no black border

@@ -186,7 +186,8 @@ class _Stream:
             [self._take_of(index) for chunk in self.finished for index in chunk.kept],
         )
         self.gaps = GapFiller(self.config.max_gap_frames, self.resumed_from, last_kept)
-        if last_kept is not None:
+        self.request_take = self._take_of(self.resumed_from)
+        if last_kept is not None and self._take_of(last_kept[0]) == self.request_take:
             self.anchor = _anchor_of(last_kept[1])
 
     # -- per frame -----------------------------------------------------------------------
@@ -194,6 +195,9 @@ class _Stream:
     def region_request(self, index: int, frame: np.ndarray) -> TrackRequest:
         """Cut the region to keep and to track; add a whole-frame copy on check frames."""
         config = self.config
+        take = self._take_of(index)
+        if take != self.request_take:  # another joined video: the face is elsewhere, search
+            self.request_take, self.anchor = take, None
         region = self._cut_region(frame)
         self.regions[index] = region
         side = max(region.pixels.shape[:2])
@@ -244,6 +248,8 @@ class _Stream:
         self._cut_ready(final=False)
 
     def _follow(self, result: TrackResult) -> None:
+        if self._take_of(result.index) != self.request_take:
+            return  # a frame of the previous joined video, still in flight: not where to look
         if result.landmarks is None:
             self.misses += 1
             if self.misses > 2:  # lost it: search the whole frame again
