@@ -94,7 +94,8 @@ def load_eval_clip(dataset_dir: Path, state: dict, config: ModelConfig) -> ClipT
         dataset_dir, track, config.image_size, data["source_image_size"],
         PoseNormaliser(**data["pose_normaliser"]), (data["audio_mean"], data["audio_std"]),
         load_features(dataset_dir, track.person, track.clip), config.camera_distance,
-        config.expression_dim, config.motion_dim, config.motion_shape, config.mask_region, config.motion_per_take,
+        config.expression_dim, config.motion_dim, config.motion_shape, config.mask_region,
+        config.motion_per_take,
     )
     if not clip.held_out_rows:
         raise InputError(f"dataset {dataset_dir} holds no held-out frames (metadata/split.json)")
