@@ -10,16 +10,19 @@ import pytest
 import torch
 from PIL import Image
 
+from facespeech import train
 from facespeech.dataset import image_path, load_features, read_tracks
 from facespeech.model import ModelConfig
-from facespeech.quality.evaluate import retrieval_rows
+from facespeech.quality.evaluate import load_eval_clip, load_model, retrieval_rows
 from facespeech.render.reference import from_dataset
 from facespeech.train import motion
+from facespeech.train.config import TrainConfig
 from facespeech.train.data import (
     ClipTensors,
     PoseNormaliser,
     audio_statistics,
     load_clip,
+    model_inputs,
     nearest_pose_rows,
 )
 from facespeech.train.loop import _sample_rows
@@ -114,3 +117,28 @@ def test_motion_codes_standardised_per_take(synthetic_dataset: Path) -> None:
                               torch.zeros(2), atol=1e-3)
     one_take = _clip(synthetic_dataset, [1], motion_per_take=True, **options)
     assert torch.allclose(one_take.motion, _clip(synthetic_dataset, [1], **options).motion)
+
+
+def test_a_take_aware_model_tells_the_takes_apart(synthetic_dataset: Path,
+                                                  tmp_path: Path) -> None:
+    """take_input on a two-take dataset: the field gets the take, the checkpoint keeps it,
+    and a frame drawn without one (as renders draw) is drawn as the main take's."""
+    joined = joined_view(synthetic_dataset, tmp_path / "joined", [1, 21])
+    config = TrainConfig.from_preset("tiny", {
+        "image_size": 32, "render_size": 8, "steps": 2, "eval_frames": 1, "tensorboard": False,
+        "take_input": True})
+    result = train.run(joined, tmp_path / "run", config, resume=False)
+    model, state = load_model(result.checkpoint, torch.device("cpu"))
+    assert model.config.takes == 2
+    clip = load_eval_clip(joined, state, model.config)
+    rows = torch.tensor(clip.held_out_rows[:2])
+    inputs = model_inputs(clip, rows, rows, model.config.audio_neighbours, torch.device("cpu"))
+    torch.nn.init.normal_(model.field.decoder[0].weight)  # two steps barely use the input
+    with torch.no_grad():
+        main = model(**inputs)["rgb"]
+        unnamed = model(**{**inputs, "take": None})["rgb"]
+        other = model(**{**inputs, "take": torch.zeros_like(inputs["take"])})["rgb"]
+    assert torch.equal(inputs["take"], torch.ones(2, dtype=torch.long))
+    assert torch.allclose(main, unnamed) and not torch.allclose(main, other)
+    one_take = TrainConfig(take_input=True).to_model_config(takes=1)
+    assert one_take.take_dim == 0

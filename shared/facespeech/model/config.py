@@ -42,6 +42,11 @@ class ModelConfig:
     # drawn over the very frame it renders (TrainConfig.reference_frames "self"): the eyes,
     # brows and skin above the nose are the frame's own, the lower face comes from the driver.
     mask_region: str = "mouth"
+    # Joined takes the field tells apart: a one-hot of the frame's take joins its condition,
+    # so each take's light and colour has its own place and none leaks into another's frames
+    # (NeRF-W's appearance codes). Renders draw the last (main) take. 1: no take input, as
+    # checkpoints from before.
+    takes: int = 1
     plane_channels: int = 16  # C per tri-plane
     plane_resolution: int = 64  # R
     hidden: int = 64  # width of the field MLPs
@@ -66,6 +71,11 @@ class ModelConfig:
     def driver_dim(self) -> int:
         """Size of what drives the mouth in the field: the motion code or the audio code."""
         return self.motion_dim or self.audio_dim
+
+    @property
+    def take_dim(self) -> int:
+        """Size of the take one-hot in the field's condition (0 for one take)."""
+        return self.takes if self.takes > 1 else 0
 
     @property
     def draws_over_target(self) -> bool:

@@ -40,7 +40,7 @@ class TriPlaneField(nn.Module):
         self.radius = config.head_radius * 1.2
         self.max_offset = config.max_offset
         self.freqs = config.position_freqs
-        condition = config.driver_dim + 1 + config.expression_dim
+        condition = config.driver_dim + 1 + config.expression_dim + config.take_dim
         self.deform = mlp(3 + 6 * self.freqs + condition, config.hidden, 3)
         nn.init.zeros_(self.deform[-1].weight)  # start undeformed
         nn.init.zeros_(self.deform[-1].bias)

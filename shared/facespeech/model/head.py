@@ -95,6 +95,7 @@ class TalkingHead(nn.Module):
         reference_rotation: torch.Tensor | None = None,
         reference_offset: torch.Tensor | None = None,
         reference_focal: torch.Tensor | None = None,
+        take: torch.Tensor | None = None,
         jitter: bool = False,
     ) -> dict[str, torch.Tensor]:
         """audio (B, K, W, n_mels), eye (B, 1), rotation (B, 3, 3), offset (B, 3), focal (B,),
@@ -103,7 +104,9 @@ class TalkingHead(nn.Module):
         reference_mouth (B, 4): the reference's mouth box in [0, 1], greyed out if the config
         says mask_reference_mouth; reference_rotation, reference_offset, reference_focal: the
         reference's pose, used if the config says warp_reference (without them the reference is
-        taken to be in the target's pose, as when rendering over the pose frames themselves).
+        taken to be in the target's pose, as when rendering over the pose frames themselves);
+        take (B,): which joined take each frame is of, for a model of several (config.takes),
+        the main (last) one if None.
 
         Returns rgb (B, 3, H, W) in [0, 1], alpha (B, 1, r, r) of the head,
         residual (B, 3, H, W), the change to the reference in logit space, and reference
@@ -121,7 +124,11 @@ class TalkingHead(nn.Module):
         if cfg.expression_dim:
             assert expression is not None, "this model was trained with expression codes"
             parts.append(expression)
-        condition = torch.cat(parts, dim=-1)  # (B, A + 1 + E)
+        if cfg.take_dim:
+            if take is None:
+                take = torch.full((batch,), cfg.takes - 1, device=audio.device)
+            parts.append(F.one_hot(take.long(), cfg.takes).to(driver.dtype))
+        condition = torch.cat(parts, dim=-1)  # (B, A + 1 + E + takes)
         if cfg.mask_reference_mouth and reference_mouth is not None:
             hidden = box_masks(reference_mouth, cfg.image_size).to(reference.dtype)
             reference = torch.lerp(reference, torch.full_like(reference, 0.5), hidden)

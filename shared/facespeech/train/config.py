@@ -32,6 +32,8 @@ class TrainConfig(BaseModel):
     # the default.
     motion_shape: Literal["lips", "expression"] = "expression"
     motion_per_take: bool = False  # see ModelConfig.motion_per_take
+    # Give the field the frame's take (ModelConfig.takes) when the dataset joins several.
+    take_input: bool = False
     mask_reference_mouth: bool = False  # see ModelConfig.mask_reference_mouth
     mask_region: Literal["mouth", "lower_face"] = "mouth"  # see ModelConfig.mask_region
     plane_channels: int = Field(16, ge=2, le=128)
@@ -125,15 +127,18 @@ class TrainConfig(BaseModel):
                              'mask_region "lower_face": else the model copies its target')
         return self
 
-    def to_model_config(self, expression_dim: int = 0, lip_dim: int = 0) -> ModelConfig:
+    def to_model_config(self, expression_dim: int = 0, lip_dim: int = 0,
+                        takes: int = 1) -> ModelConfig:
         """The module shapes; expression_dim and lip_dim (the dataset's code lengths) size the
-        expression input (if use_expression) and the motion code (if use_motion)."""
+        expression input (if use_expression) and the motion code (if use_motion), takes (the
+        dataset's joined videos) the take input (if take_input)."""
         shape = self.motion_shape if lip_dim else "expression"
         shape_dim = lip_dim if shape == "lips" else expression_dim
         return ModelConfig(
             expression_dim=expression_dim if self.use_expression else 0,
             motion_dim=1 + min(self.motion_codes, shape_dim) if self.use_motion else 0,
             motion_shape=shape, motion_per_take=self.motion_per_take,
+            takes=takes if self.take_input else 1,
             motion_regressors=self.motion_regressors,
             motion_smoothing=self.motion_smoothing,
             mask_reference_mouth=self.mask_reference_mouth, mask_region=self.mask_region,
@@ -161,7 +166,8 @@ class TrainConfig(BaseModel):
 
 SHAPE_FIELDS = (
     "image_size", "render_size", "audio_dim", "use_expression", "use_motion", "motion_codes",
-    "motion_shape", "motion_per_take", "motion_regressors", "mask_reference_mouth", "mask_region",
+    "motion_shape", "motion_per_take", "take_input", "motion_regressors",
+    "mask_reference_mouth", "mask_region",
     "plane_channels", "plane_resolution", "hidden", "feature_dim", "samples_per_ray",
     "upsampler_channels", "reference_skips", "warp_reference",
 )

@@ -396,6 +396,7 @@ def model_inputs(
         "reference_offset": c.offset[reference_rows],
         "reference_focal": c.focal[reference_rows],
         "expression": c.expression[rows],
+        "take": clip.segment[rows],
     }
     return {name: value.to(device, non_blocking=True) for name, value in inputs.items()}
 

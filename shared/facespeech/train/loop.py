@@ -93,7 +93,8 @@ def run(
     else:
         normaliser = PoseNormaliser.fit(track.poses)
         audio_stats = audio_statistics(mel)
-        model_config = config.to_model_config(expression_dim_of(track), lip_dim_of(track))
+        model_config = config.to_model_config(expression_dim_of(track), lip_dim_of(track),
+                                              len(track.segment_starts))
     clip = load_clip(
         dataset_dir, track, config.image_size, info.image_size, normaliser, audio_stats, mel,
         model_config.camera_distance, model_config.expression_dim, model_config.motion_dim,
