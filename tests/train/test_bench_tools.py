@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import typer
 from PIL import Image
 
-from bench import fit_gap
+from bench import carry, fit_gap
 from bench.split_view import make_view
 from facespeech import train
 from facespeech.dataset import read_tracks
@@ -92,3 +93,24 @@ def test_refit_motion_keeps_the_renderer_and_fits_new_regressors(
     assert not torch.equal(after["model"]["regressors.0.head.1.weight"],  # other seed, refitted
                            before["model"]["regressors.0.head.1.weight"])
     assert "regressors.1.head.1.weight" in after["model"]
+
+
+def test_carried_dataset_trains_like_the_original(synthetic_dataset: Path, tmp_path: Path) -> None:
+    """bench.carry: what travels to the device is a dataset training reads, crops within
+    WebP's loss of the originals, and nothing training does not read."""
+    archive = tmp_path / "data.tar.xz"
+    carry.pack(synthetic_dataset, archive)
+    carry.unpack(archive, tmp_path / "back")
+    original, back = read_tracks(synthetic_dataset)[0], read_tracks(tmp_path / "back")[0]
+    assert back.train_frames == original.train_frames
+    assert back.held_out_frames == original.held_out_frames
+    assert not list((tmp_path / "back").glob("audio/**/*.wav"))
+    assert not list((tmp_path / "back").glob("images/**/*.webp"))
+    for name in ("00001.jpg", f"{original.train_frames[-1]:05d}.jpg"):
+        sent = np.asarray(Image.open(synthetic_dataset / "images" / original.person / name), float)
+        got = np.asarray(Image.open(tmp_path / "back" / "images" / back.person / name), float)
+        assert 10 * np.log10(255**2 / np.mean((sent - got) ** 2)) > 35
+    config = train.TrainConfig.from_preset("tiny", {
+        "image_size": 32, "render_size": 8, "steps": 2, "eval_frames": 1, "tensorboard": False})
+    result = train.run(tmp_path / "back", tmp_path / "run", config, resume=False)
+    assert "psnr_face" in result.metrics

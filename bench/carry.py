@@ -1,0 +1,86 @@
+"""Pack a preprocessed dataset small enough to travel to the device, and unpack it there.
+
+    python -m bench.carry pack .devdata/joined .gpudata/joined.tar.xz     # here
+    python -m bench.carry unpack .gpudata/joined.tar.xz .gpuwork/joined  # on the device
+
+The device call carries at most 64 MiB with the working tree. Training reads the crops, the
+masks, the metadata and the audio features; it does not read the sound itself, the joined
+source video, the 3D landmarks or the contact sheet, so those stay behind. Crops travel as
+WebP (quality 90, about half a JPEG's size) and are written back as JPEG on arrival, so
+training reads the dataset layout it always does.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import typer
+from PIL import Image
+
+app = typer.Typer(add_completion=False)
+
+LEFT_BEHIND = (".join/", "audio/", "metadata/landmarks3d", "contact_sheet")
+WEBP_QUALITY = 90
+JPEG_QUALITY = 95
+
+
+def _travels(relative: str) -> bool:
+    return not any(part in relative for part in LEFT_BEHIND)
+
+
+def _is_crop(relative: str) -> bool:
+    return relative.startswith("images/") and relative.endswith(".jpg")
+
+
+def _as_webp(path: Path) -> bytes:
+    buffer = io.BytesIO()
+    Image.open(path).save(buffer, "WEBP", quality=WEBP_QUALITY, method=4)
+    return buffer.getvalue()
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+@app.command()
+def pack(dataset: Path, archive: Path) -> None:
+    files = sorted(p for p in dataset.rglob("*") if p.is_file())
+    relatives = [p.relative_to(dataset).as_posix() for p in files]
+    kept = [(p, r) for p, r in zip(files, relatives, strict=True) if _travels(r)]
+    crops = [p for p, r in kept if _is_crop(r)]
+    with ProcessPoolExecutor() as pool:
+        webps = dict(zip(crops, pool.map(_as_webp, crops, chunksize=32), strict=True))
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive, "w:xz", preset=6) as tar:
+        for path, relative in kept:
+            if path in webps:
+                _add_bytes(tar, relative[: -len(".jpg")] + ".webp", webps[path])
+            else:
+                tar.add(path, relative)
+    print(f"{archive}: {archive.stat().st_size / 1e6:.2f} MB, {len(kept)} files")
+
+
+def _webp_to_jpeg(path: Path) -> None:
+    Image.open(path).convert("RGB").save(path.with_suffix(".jpg"), quality=JPEG_QUALITY)
+    path.unlink()
+
+
+@app.command()
+def unpack(archive: Path, dataset: Path) -> None:
+    dataset.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(dataset, filter="data")
+    webps = sorted(dataset.glob("images/**/*.webp"))
+    with ProcessPoolExecutor(max_workers=min(12, os.cpu_count() or 1)) as pool:
+        list(pool.map(_webp_to_jpeg, webps, chunksize=32))
+    print(f"{dataset}: {len(webps)} crops")
+
+
+if __name__ == "__main__":
+    app()
