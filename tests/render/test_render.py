@@ -6,13 +6,17 @@ import math
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 import soundfile
 
+from bench.render_colour import colour_shift, summary
 from facespeech.dataset import SAMPLE_RATE
 from facespeech.errors import InputError
 from facespeech.hooks import Stopped
-from facespeech.render import RenderConfig, run
+from facespeech.media import VideoWriter
+from facespeech.model.camera import box_masks
+from facespeech.render import RenderConfig, load, run
 from facespeech.train import TrainConfig
 from facespeech.train import run as train
 from facespeech.train.synthetic import synthetic_voice
@@ -153,3 +157,38 @@ def test_a_motion_model_renders_its_smoothed_motion_sequence(
                              RenderConfig(batch_size=4, device="cpu"))
     assert asked == [result.frames] == [math.ceil(1.3 * 25)]
     assert predicted == [result.frames]  # the batches render the sequence's codes
+
+
+def _write_video(path: Path, frames: np.ndarray) -> Path:
+    with VideoWriter(path, 25, frames.shape[2], frames.shape[1], crf=1) as writer:
+        for frame in frames:
+            writer.write(frame)
+    return path
+
+
+def test_colour_shift_compares_the_box_with_the_frame_underneath(
+    checkpoint: Path, synthetic_dataset: Path, tmp_path: Path
+) -> None:
+    """bench.render_colour: the reference walk itself shifts nothing; the same video with the
+    hidden box 30 levels brighter (less where 255 clips it) shifts by what was added."""
+    renderer = load(checkpoint, synthetic_dataset, device="cpu")
+    rows = renderer._reference_walk(30, RenderConfig())
+    walk = renderer.reference.images[rows].permute(0, 2, 3, 1).numpy()
+    size = walk.shape[1]
+    boxes = box_masks(renderer.reference.mouth[rows].float(), size)[:, 0].numpy() > 0.5
+    brighter = walk.astype(np.int16)
+    brighter[boxes] += 30
+    brighter = np.clip(brighter, 0, 255).astype(np.uint8)
+
+    same, real = colour_shift(checkpoint, _write_video(tmp_path / "same.mp4", walk),
+                              synthetic_dataset)
+    shifted, _ = colour_shift(checkpoint, _write_video(tmp_path / "bright.mp4", brighter),
+                              synthetic_dataset)
+
+    assert summary(same, 8.0)["median"] < 3.0
+    added = np.stack([(b[m].astype(float) - w[m]).mean(0)
+                      for b, w, m in zip(brighter, walk, boxes, strict=True)])
+    assert added.mean() > 20
+    assert np.abs(shifted - added).mean() < 3.0
+    assert summary(shifted, 8.0)["share_over_threshold"] == 1.0
+    assert real.shape == same.shape == (30, 3)
