@@ -36,9 +36,9 @@ def _is_crop(relative: str) -> bool:
     return relative.startswith("images/") and relative.endswith(".jpg")
 
 
-def _as_webp(path: Path) -> bytes:
+def _as_webp(path: Path, quality: int = WEBP_QUALITY) -> bytes:
     buffer = io.BytesIO()
-    Image.open(path).save(buffer, "WEBP", quality=WEBP_QUALITY, method=4)
+    Image.open(path).save(buffer, "WEBP", quality=quality, method=4)
     return buffer.getvalue()
 
 
@@ -49,13 +49,14 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 @app.command()
-def pack(dataset: Path, archive: Path) -> None:
+def pack(dataset: Path, archive: Path, quality: int = WEBP_QUALITY) -> None:
     files = sorted(p for p in dataset.rglob("*") if p.is_file())
     relatives = [p.relative_to(dataset).as_posix() for p in files]
     kept = [(p, r) for p, r in zip(files, relatives, strict=True) if _travels(r)]
     crops = [p for p, r in kept if _is_crop(r)]
     with ProcessPoolExecutor() as pool:
-        webps = dict(zip(crops, pool.map(_as_webp, crops, chunksize=32), strict=True))
+        encoded = pool.map(_as_webp, crops, [quality] * len(crops), chunksize=32)
+        webps = dict(zip(crops, encoded, strict=True))
     archive.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(archive, "w:xz", preset=6) as tar:
         for path, relative in kept:

@@ -84,7 +84,9 @@ def test_renders_of_a_lower_face_model_hide_and_paste_its_lower_face(
 
 def test_a_config_draws_over_the_target_from_enough_video() -> None:
     fast = TrainConfig.from_preset("fast")
-    assert fast.lower_face_min_seconds is None and fast.for_video(3600) == fast  # opt-in
+    assert fast.for_video(19.9) == fast and fast.for_video(20).take_input
+    never = TrainConfig.from_preset("fast", {"lower_face_min_seconds": None})
+    assert never.for_video(3600) == never
     switched = TrainConfig.from_preset("fast", {"lower_face_min_seconds": 60})
     assert switched.for_video(59) == switched
     enough = switched.for_video(60)

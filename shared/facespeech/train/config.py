@@ -31,8 +31,11 @@ class TrainConfig(BaseModel):
     # follows the expression code better (LMD 2.98 vs 3.26 px with tracked codes), so it is
     # the default.
     motion_shape: Literal["lips", "expression"] = "expression"
-    motion_per_take: bool = False  # see ModelConfig.motion_per_take
-    # Give the field the frame's take (ModelConfig.takes) when the dataset joins several.
+    # See ModelConfig.motion_per_take. Off: it cost the lower-face mode 5 dB on obama's
+    # held-out frames and left `fast` where it was (docs/QUALITY.md, session 12).
+    motion_per_take: bool = False
+    # Give the field the frame's take (ModelConfig.takes) when the dataset joins several;
+    # part of LOWER_FACE_MODE (docs/QUALITY.md, session 13).
     take_input: bool = False
     mask_reference_mouth: bool = False  # see ModelConfig.mask_reference_mouth
     mask_region: Literal["mouth", "lower_face"] = "mouth"  # see ModelConfig.mask_region
@@ -70,11 +73,9 @@ class TrainConfig(BaseModel):
     # model learns to redraw the lower face of the frame it is drawn over, as renders use it.
     reference_frames: Literal["random", "near_pose", "self"] = "random"
     # Switch to drawing over the target (LOWER_FACE_MODE) when the person has at least this
-    # many seconds of training video (0: always); None: never, as every preset. Opt-in: on
-    # obama's 90 s it gains 2.7 dB paste-back and 4.6 dB on the face, on May's 11 s it loses
-    # 0.8 dB and lip sync, and renders of a two-take model to new voices show a smear of the
-    # other take's colour over the lower face in about a quarter of the frames
-    # (docs/QUALITY.md, session 11).
+    # many seconds of training video (0: always; None: never). `fast` and `quality` switch
+    # from 20 s: on obama's 29 s and 90 s the held-out face gains 4.6 dB, on May's 11 s it
+    # loses 0.8 dB paste-back and lip sync (docs/QUALITY.md, sessions 11 and 13).
     lower_face_min_seconds: float | None = Field(None, ge=0)
     reference_candidates: int = Field(8, ge=1, le=1000)
     reference_min_gap: int = Field(12, ge=0)
@@ -177,11 +178,16 @@ MODE_FIELDS = ("reference_frames", "warp_weight")
 
 # Drawn over the very frame it redraws, that frame's lower face hidden (ModelConfig.mask_region):
 # the upper face is the frame's own, so nothing needs warping, and the U-Net skips carry its
-# texture to the edges of the hidden box (docs/QUALITY.md, session 11).
+# texture to the edges of the hidden box (docs/QUALITY.md, session 11). The field is told
+# the frame's take: without it, a model of several joined takes paints the other takes'
+# lighting over the lower face wherever the motion code is typical of them (session 13).
 LOWER_FACE_MODE: dict[str, Any] = {
     "reference_frames": "self", "mask_reference_mouth": True, "mask_region": "lower_face",
-    "warp_reference": False, "warp_weight": 0.0, "reference_skips": True,
+    "warp_reference": False, "warp_weight": 0.0, "reference_skips": True, "take_input": True,
 }
+
+# Training video from which `fast` and `quality` draw over the target (lower_face_min_seconds).
+LOWER_FACE_MIN_SECONDS = 20.0
 
 PRESETS: dict[str, TrainConfig] = {
     # CPU demo: a few minutes on 2 cores for a ~12 s clip at 128^2 (see docs/PERFORMANCE.md).
@@ -194,7 +200,7 @@ PRESETS: dict[str, TrainConfig] = {
         checkpoint_every=1000, device="auto", background_weight=0.05, mouth_weight=4.0,
         ssim_weight=0.1, reference_frames="near_pose", use_motion=True, warp_reference=True,
         warp_weight=1.0, main_take_share=0.75, motion_regressors=5,
-        motion_smoothing=2.0,
+        motion_smoothing=2.0, lower_face_min_seconds=LOWER_FACE_MIN_SECONDS,
     ),
     # One GPU, longer and larger: fast's losses and references (each measured against its
     # control there, docs/QUALITY.md) with a 128^2 render, finer planes, more samples and steps.
@@ -205,6 +211,6 @@ PRESETS: dict[str, TrainConfig] = {
         eval_every=5000, checkpoint_every=1000, device="auto", background_weight=0.05,
         mouth_weight=4.0, ssim_weight=0.1, reference_frames="near_pose", warp_reference=True,
         warp_weight=1.0, main_take_share=0.75, motion_regressors=5,
-        motion_smoothing=2.0,
+        motion_smoothing=2.0, lower_face_min_seconds=LOWER_FACE_MIN_SECONDS,
     ),
 }
