@@ -36,7 +36,7 @@ def colour_shift(
     renderer = load(model, dataset, device="cpu")
     size = renderer.config.image_size
     frames = np.stack(list(iter_video_frames(video, renderer.data["fps"], max_side=size)))
-    rows = renderer._reference_walk(len(frames), RenderConfig()).cpu()
+    rows = renderer.reference_walk(len(frames), RenderConfig()).cpu()
     boxes = box_masks(renderer.reference.mouth[rows].float(), size)[:, 0].numpy() > 0.5
     images = renderer.reference.images.permute(0, 2, 3, 1).numpy()
     later = (rows + int(renderer.data["fps"])) % len(images)

@@ -172,7 +172,7 @@ def test_colour_shift_compares_the_box_with_the_frame_underneath(
     """bench.render_colour: the reference walk itself shifts nothing; the same video with the
     hidden box 30 levels brighter (less where 255 clips it) shifts by what was added."""
     renderer = load(checkpoint, synthetic_dataset, device="cpu")
-    rows = renderer._reference_walk(30, RenderConfig())
+    rows = renderer.reference_walk(30, RenderConfig())
     walk = renderer.reference.images[rows].permute(0, 2, 3, 1).numpy()
     size = walk.shape[1]
     boxes = box_masks(renderer.reference.mouth[rows].float(), size)[:, 0].numpy() > 0.5

@@ -82,7 +82,7 @@ def test_mouth_holds_still_in_pauses(model_file: Path) -> None:
                          renderer.config.audio_neighbours, renderer.device)
     config = RenderConfig(motion="still", device="cpu")
     frames = torch.arange(75)
-    rows = renderer._reference_walk(75, config)
+    rows = renderer.reference_walk(75, config)
     with torch.inference_mode():
         video = renderer.composite(frames, rows[frames], renderer._blinks(75, rows, config)[frames],
                                    windows, renderer._masks(config), config)
@@ -102,7 +102,7 @@ def test_no_jump_where_the_reference_walk_turns(model_file: Path) -> None:
                          renderer.data["audio_mean"], renderer.data["audio_std"],
                          renderer.config.audio_window, renderer.config.audio_neighbours,
                          renderer.device)
-    rows = renderer._reference_walk(n, config)
+    rows = renderer.reference_walk(n, config)
     frames = torch.arange(n)
     with torch.inference_mode():
         video = torch.cat([

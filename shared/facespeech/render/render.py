@@ -102,7 +102,7 @@ class Renderer:
 
         batch = config.batch_size or (48 if self.device.type == "cuda" else 8)
         motion = self._motion(windows, n_frames)
-        rows = self._reference_walk(n_frames, config)
+        rows = self.reference_walk(n_frames, config)
         blink = self._blinks(n_frames, rows, config)
         masks = self._masks(config)
         size = config.size or self.config.image_size
@@ -195,7 +195,7 @@ class Renderer:
         trace = self.reference.rotation.diagonal(dim1=-2, dim2=-1).sum(-1)
         return int(trace.argmax())
 
-    def _reference_walk(self, n_frames: int, config: RenderConfig) -> torch.Tensor:
+    def reference_walk(self, n_frames: int, config: RenderConfig) -> torch.Tensor:
         """(n_frames,) reference row of every output frame, on the device."""
         n = len(self.reference)
         if config.motion == "still" or n == 1:
