@@ -29,7 +29,7 @@ JPEG_QUALITY = 95
 
 
 def _travels(relative: str) -> bool:
-    return not any(part in relative for part in LEFT_BEHIND)
+    return not relative.startswith(LEFT_BEHIND)
 
 
 def _is_crop(relative: str) -> bool:

@@ -17,6 +17,12 @@ from facespeech.dataset import read_tracks
 from tests.train.conftest import joined_view
 
 
+def _tiny_config(**overrides: object) -> train.TrainConfig:
+    """`tiny` at 32² for a couple of steps: enough to show a dataset trains."""
+    return train.TrainConfig.from_preset("tiny", {
+        "image_size": 32, "render_size": 8, "eval_frames": 1, "tensorboard": False, **overrides})
+
+
 def test_view_cuts_training_frames_and_keeps_held_out(
     synthetic_dataset: Path, tmp_path: Path
 ) -> None:
@@ -28,8 +34,7 @@ def test_view_cuts_training_frames_and_keeps_held_out(
     assert len(view.train_frames) == -(-len(original.train_frames) // 2)
     assert view.held_out_frames == original.held_out_frames
     assert read_tracks(synthetic_dataset)[0].train_frames == original.train_frames  # untouched
-    config = train.TrainConfig.from_preset("tiny", {
-        "image_size": 32, "render_size": 8, "steps": 2, "eval_frames": 1, "tensorboard": False})
+    config = _tiny_config(steps=2)
     result = train.run(tmp_path / "half", tmp_path / "run", config, resume=False)
     assert "train_psnr_face" in result.metrics and "psnr_face" in result.metrics
 
@@ -42,9 +47,7 @@ def test_view_refuses_an_empty_fraction(synthetic_dataset: Path, tmp_path: Path)
 def test_fit_gap_scores_four_cases_per_band_and_draws_the_error_map(
     synthetic_dataset: Path, tmp_path: Path
 ) -> None:
-    config = train.TrainConfig.from_preset("tiny", {
-        "image_size": 32, "render_size": 8, "steps": 3, "eval_frames": 1, "tensorboard": False,
-        "use_motion": True, "motion_steps": 5})
+    config = _tiny_config(steps=3, use_motion=True, motion_steps=5)
     model = train.run(synthetic_dataset, tmp_path / "run", config, resume=False).checkpoint
     out = tmp_path / "gap.png"
     fit_gap.main(model, synthetic_dataset, out=out, every_train=3, every_held_out=1,
@@ -110,7 +113,6 @@ def test_carried_dataset_trains_like_the_original(synthetic_dataset: Path, tmp_p
         sent = np.asarray(Image.open(synthetic_dataset / "images" / original.person / name), float)
         got = np.asarray(Image.open(tmp_path / "back" / "images" / back.person / name), float)
         assert 10 * np.log10(255**2 / np.mean((sent - got) ** 2)) > 35
-    config = train.TrainConfig.from_preset("tiny", {
-        "image_size": 32, "render_size": 8, "steps": 2, "eval_frames": 1, "tensorboard": False})
+    config = _tiny_config(steps=2)
     result = train.run(tmp_path / "back", tmp_path / "run", config, resume=False)
     assert "psnr_face" in result.metrics
