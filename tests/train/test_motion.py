@@ -14,7 +14,12 @@ from facespeech.quality.metrics import mouth_opening_correlation
 from facespeech.train import run
 from facespeech.train.checkpoints import load
 from facespeech.train.data import neighbour_windows
-from facespeech.train.motion import BLOCK_FRAMES, _split, augment_audio
+from facespeech.train.motion import (
+    _split,
+    augment_audio,
+    block_frames,
+    stretch_mels,
+)
 from tests.train.test_loop import _config
 
 TINY = ModelConfig(image_size=32, render_size=8, audio_dim=8, plane_channels=4,
@@ -57,17 +62,37 @@ def test_audio_augmentation_keeps_shape_and_changes_the_spectrum() -> None:
     assert torch.isfinite(augmented).all()
 
 
-@pytest.mark.parametrize("frames", [30, 400])
+def test_audio_augmentation_can_stretch_the_mel_axis() -> None:
+    ramp = torch.arange(10.0).repeat(2, 3, 4, 1)  # (B, K, W, M): each bin holds its index
+    stretched = stretch_mels(ramp, torch.tensor([1.0, 2.0]))
+    assert torch.equal(stretched[0], ramp[0])
+    assert torch.allclose(stretched[1, 0, 0], torch.arange(10.0) / 2)  # formants move up
+    shrunk = stretch_mels(ramp[:1], torch.tensor([0.5]))[0, 0, 0]
+    assert shrunk[:5].tolist() == [0, 2, 4, 6, 8] and (shrunk[5:] == 9).all()  # top bin held
+    torch.manual_seed(0)
+    audio = torch.randn(16, 8, 16, 80)
+    assert torch.isfinite(augment_audio(audio, warp=0.2)).all()
+
+
+@pytest.mark.parametrize("frames", [30, 400, 3000])
 def test_validation_takes_whole_blocks_spread_over_the_clip(frames: int) -> None:
     poses = [SimpleNamespace(frame=i + 1) for i in range(frames)]
     clip = SimpleNamespace(train_rows=list(range(frames))[::-1], track=SimpleNamespace(poses=poses))
     fit, val = _split(clip)  # type: ignore[arg-type]
-    if frames < 6 * BLOCK_FRAMES:  # too short to spare a block: fit and validate on all
+    block = block_frames(frames)
+    if frames < 6 * block:  # too short to spare a block: fit and validate on all
         assert fit == val == list(range(frames))
         return
     assert not set(fit) & set(val) and sorted(fit + val) == list(range(frames))
-    assert val == list(range(5 * BLOCK_FRAMES, 6 * BLOCK_FRAMES)) + list(
-        range(15 * BLOCK_FRAMES, 16 * BLOCK_FRAMES))
+    starts = range(5 * block, frames - block + 1, 10 * block)
+    assert val == [frame for start in starts for frame in range(start, start + block)]
+
+
+def test_a_short_clip_validates_on_several_blocks_not_one() -> None:
+    """14.5 s at 25 fps: 25-frame blocks would leave one second of validation in one piece."""
+    rows = 362
+    validation_blocks = len(range(5 * block_frames(rows), rows, 10 * block_frames(rows)))
+    assert validation_blocks >= 3 and block_frames(3000) == 25
 
 
 @pytest.mark.slow

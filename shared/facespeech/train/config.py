@@ -99,6 +99,10 @@ class TrainConfig(BaseModel):
     motion_steps: int = Field(3000, ge=0, le=100_000)  # updates of each regressor
     motion_batch: int = Field(64, ge=1, le=4096)
     motion_lr: float = Field(1e-3, gt=0, le=1.0)
+    # Largest stretch of the mel axis in the regressor's audio augmentation (0.1: by a factor
+    # within 0.9..1.1), as vocal tracts of other lengths shift formants (VTLP): the person's
+    # own voice then stands for other voices too.
+    motion_warp: float = Field(0.0, ge=0, le=0.3)
     # Rescale the regressor's output so its spread on unfitted frames matches the tracked
     # codes' (train.motion.calibrate_amplitude): MSE regression halves the mouth's motion.
     # "opening": the mouth opening only (lip sync up, the lips' shape left conservative);

@@ -27,6 +27,11 @@ from facespeech.train.data import ClipTensors, draw_rows, neighbour_windows
 MOUTH_WEIGHT = 4.0  # the mouth-opening component matters most to what a viewer sees
 VALIDATE_EVERY = 50
 BLOCK_FRAMES = 25  # validation takes whole blocks of this many frames, one in ten
+# Shorter clips take shorter blocks, down to MIN_BLOCK_FRAMES (about twice the audio context a
+# frame's prediction hears), so that validation holds MIN_VALIDATION_BLOCKS spread-out blocks:
+# one 25-frame block of 14 s is one sentence, too few frames to read a correlation from.
+MIN_BLOCK_FRAMES = 12
+MIN_VALIDATION_BLOCKS = 4
 
 
 @dataclass
@@ -41,6 +46,7 @@ class _MotionData:
     windows: torch.Tensor
     weights: torch.Tensor  # per code component in the loss
     neighbours: int
+    warp: float  # TrainConfig.motion_warp
 
     @classmethod
     def of(cls, clip: ClipTensors, config: TrainConfig, neighbours: int,
@@ -56,11 +62,12 @@ class _MotionData:
             targets=targets,
             frame_of=torch.tensor([pose.frame - 1 for pose in clip.track.poses], device=device),
             windows=clip.windows.to(device), weights=weights, neighbours=neighbours,
+            warp=config.motion_warp,
         )
 
     def audio(self, rows: torch.Tensor, augment: bool = False) -> torch.Tensor:
         audio = self.audio_of_frames(self.frame_of[rows])
-        return augment_audio(audio) if augment else audio
+        return augment_audio(audio, self.warp) if augment else audio
 
     def audio_of_frames(self, frames: torch.Tensor) -> torch.Tensor:
         return neighbour_windows(self.windows, frames, self.neighbours)
@@ -164,14 +171,17 @@ def calibrate_amplitude(model: TalkingHead, predicted: torch.Tensor, targets: to
     return gain.cpu()
 
 
-def augment_audio(audio: torch.Tensor) -> torch.Tensor:
-    """audio (B, K, W, M) normalised log-mel: another microphone, room and voice level.
+def augment_audio(audio: torch.Tensor, warp: float = 0.0) -> torch.Tensor:
+    """audio (B, K, W, M) normalised log-mel: another microphone, room, voice level and voice.
 
-    Per example: a gain (an offset in log-mel), a linear spectral tilt, a little noise and one
+    Per example: the mel axis stretched by a factor within 1 +- warp (another vocal tract
+    length), a gain (an offset in log-mel), a linear spectral tilt, a little noise and one
     masked band of up to 8 mels (SpecAugment), so the regressor listens to the shape of the
     spectrum over time, not to one recording's colour."""
     batch, mels = audio.shape[0], audio.shape[-1]
     device, dtype = audio.device, audio.dtype
+    if warp > 0:
+        audio = stretch_mels(audio, 1.0 + warp * (2 * torch.rand(batch, device=device) - 1))
     gain = torch.randn(batch, 1, 1, 1, device=device, dtype=dtype) * 0.3
     ramp = torch.linspace(-1.0, 1.0, mels, device=device, dtype=dtype)
     tilt = torch.randn(batch, 1, 1, 1, device=device, dtype=dtype) * 0.2 * ramp
@@ -183,16 +193,35 @@ def augment_audio(audio: torch.Tensor) -> torch.Tensor:
     return noisy * (1.0 - masked)
 
 
+def stretch_mels(audio: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """audio (B, ..., M): example b's mel bin m takes the value at bin m / factors[b]
+    (linearly interpolated, the top bin held), so a factor above 1 moves formants up."""
+    mels = audio.shape[-1]
+    source = (torch.arange(mels, device=audio.device, dtype=audio.dtype)[None, :]
+              / factors[:, None].to(audio.dtype)).clamp(0, mels - 1)  # (B, M)
+    low = source.floor().long().clamp(max=mels - 2)
+    frac = (source - low).view(len(audio), *[1] * (audio.dim() - 2), mels)
+    index = low.view_as(frac).expand_as(audio)
+    below, above = audio.gather(-1, index), audio.gather(-1, index + 1)
+    return below + frac * (above - below)
+
+
+def block_frames(rows: int) -> int:
+    """Frames per validation block for a clip of `rows` training frames."""
+    return max(MIN_BLOCK_FRAMES, min(BLOCK_FRAMES, rows // (10 * MIN_VALIDATION_BLOCKS)))
+
+
 def _split(clip: ClipTensors, validate_on_main: bool = False) -> tuple[list[int], list[int]]:
-    """Training rows in time order cut into blocks of BLOCK_FRAMES: every tenth block (from
+    """Training rows in time order cut into blocks (block_frames): every tenth block (from
     the fifth) validates, the rest fit. Whole blocks keep neighbouring frames, which share
     audio windows, on one side; spreading them keeps both sides alike (a single tail block
     can be a pause). A clip too short for that is fitted and validated on all its frames.
     validate_on_main: of a joined dataset, validate on the main take's blocks only (the
     voice and room that renders are judged against)."""
     rows = sorted(clip.train_rows, key=lambda row: clip.track.poses[row].frame)
-    val = [row for i, row in enumerate(rows) if (i // BLOCK_FRAMES) % 10 == 5]
-    fit = [row for i, row in enumerate(rows) if (i // BLOCK_FRAMES) % 10 != 5]
+    block = block_frames(len(rows))
+    val = [row for i, row in enumerate(rows) if (i // block) % 10 == 5]
+    fit = [row for i, row in enumerate(rows) if (i // block) % 10 != 5]
     main_val = set(clip.main_take_rows(val)) if validate_on_main else set()
     if main_val:
         fit += [row for row in val if row not in main_val]
