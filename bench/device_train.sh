@@ -2,7 +2,9 @@
 # One device call: train several runs side by side on one GPU and bring back their fp16
 # weights, summaries and logs (docs/PERFORMANCE.md gives the figures each session measured).
 #
-#   bash bench/device_train.sh STOP_MINUTES 'NAME|DATA|STEPS|OVERRIDES_JSON' ...
+#   bash bench/device_train.sh STOP_MINUTES 'NAME|DATA|STEPS|OVERRIDES_JSON[|PRESET]' ...
+#
+# PRESET defaults to fast.
 #
 # Carry `.whl` (pip download of what the device lacks: pydantic, librosa and their needs)
 # and `.gpudata` (DATA.tar.xz from `python -m bench.carry pack`). PyAV's wheel alone is
@@ -31,9 +33,9 @@ done
 resume=()
 [ "${RESUME:-0}" = 1 ] && resume=(--resume)
 for spec in "$@"; do
-    IFS='|' read -r name data steps overrides <<<"$spec"
+    IFS='|' read -r name data steps overrides preset <<<"$spec"
     [ -n "$overrides" ] || overrides='{}'
-    python3 -m bench.gpu_train ".gpuwork/$data" "$OUT" --preset fast --name "$name" \
+    python3 -m bench.gpu_train ".gpuwork/$data" "$OUT" --preset "${preset:-fast}" --name "$name" \
         --steps "$steps" --work .gpuwork/runs --overrides "$overrides" \
         --no-held-out-eval --stop-after "$STOP_MINUTES" "${resume[@]}" \
         >"$OUT/log_$name.txt" 2>&1 &

@@ -11,14 +11,16 @@ checkpoint's) and scores the *held-out* tail without rendering: correlation of p
 tracked mouth opening, of each shape component, and the mean squared error of the whole
 code. `--shape` picks the code's shape components (lips: the lip contour without its
 opening; expression: the whole-face code). Each `--smooth` sigma (frames) also scores the
-prediction after a zero-phase Gaussian over time. `--group G` also scores the mean of each
-run of G consecutive seeds (how much an ensemble of G varies from one set of seeds to the next).
+prediction after a zero-phase Gaussian over time. `--model-overrides` changes the fresh
+model's ModelConfig (e.g. '{"audio_neighbours": 16}': more audio context). `--group G` also
+scores the mean of each run of G consecutive seeds (how much an ensemble of G varies from one set of seeds to the next).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -103,14 +105,15 @@ def scores(predicted: np.ndarray, tracked: np.ndarray) -> dict[str, object]:
             "mse": round(float(((predicted - tracked) ** 2).mean()), 4)}
 
 
-def untrained(dataset: Path, config: TrainConfig
+def untrained(dataset: Path, config: TrainConfig, model_overrides: dict[str, object]
               ) -> tuple[TalkingHead, ClipTensors, tuple[float, float]]:
-    """A fresh model of `config`'s shape and the dataset's clip, set up as training does
-    (pose normaliser and audio statistics from the clip); frames are loaded small, since
-    only the audio and the codes are used."""
+    """A fresh model of `config`'s shape (with `model_overrides` on its ModelConfig) and the
+    dataset's clip, set up as training does (pose normaliser and audio statistics from the
+    clip); frames are loaded small, since only the audio and the codes are used."""
     track = read_tracks(dataset)[0]
     mel = load_features(dataset, track.person, track.clip)
-    model_config = config.to_model_config(expression_dim_of(track), lip_dim_of(track))
+    model_config = replace(config.to_model_config(expression_dim_of(track), lip_dim_of(track)),
+                           **model_overrides)
     stats = audio_statistics(mel)
     clip = load_clip(
         dataset, track, 32, 512, PoseNormaliser.fit(track.poses), stats, mel,
@@ -123,7 +126,7 @@ def untrained(dataset: Path, config: TrainConfig
 def main(dataset: Path, checkpoint: Path | None = None, preset: str = "fast",
          shape: str = "lips", seeds: int = 3, steps: int = 3000, smooth: str = "0,1,2",
          overrides: str = "{}", norm: str = "global", voices: str = "",
-         voice_seconds: float = 20.0, group: int = 0) -> None:
+         voice_seconds: float = 20.0, group: int = 0, model_overrides: str = "{}") -> None:
     device = torch.device("cpu")
     sigmas = [float(s) for s in smooth.split(",")]
     result: dict[str, object] = {}
@@ -140,7 +143,7 @@ def main(dataset: Path, checkpoint: Path | None = None, preset: str = "fast",
     else:
         config = TrainConfig.from_preset(preset, {"motion_shape": shape, "motion_steps": steps,
                                                   **json.loads(overrides)})
-        trained, clip, stats = untrained(dataset, config)
+        trained, clip, stats = untrained(dataset, config, json.loads(model_overrides))
         tracked = held_out_prediction(trained, clip, device)[1]
     result["motion_shape"] = trained.config.motion_shape
     if norm == "bins":

@@ -1,4 +1,4 @@
-"""The bench tools behind docs/QUALITY.md session 6: bench.split_view and bench.fit_gap."""
+"""The bench tools behind docs/QUALITY.md: split_view, fit_gap, carry, refit_motion, motion_mix."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import typer
 from PIL import Image
 
@@ -116,3 +117,16 @@ def test_carried_dataset_trains_like_the_original(synthetic_dataset: Path, tmp_p
     config = _tiny_config(steps=2)
     result = train.run(tmp_path / "back", tmp_path / "run", config, resume=False)
     assert "psnr_face" in result.metrics
+
+
+def test_motion_mix_takes_each_part_of_the_code_from_the_source_it_names() -> None:
+    from bench.motion_mix import MIXES, mixed_codes
+
+    predicted, tracked = torch.full((4, 3), 1.0), torch.full((4, 3), 2.0)
+    expected = {"predicted": [1, 1, 1], "tracked": [2, 2, 2], "opening": [1, 2, 2],
+                "shape": [2, 1, 1], "flat": [1, 0, 0]}
+    assert set(expected) == set(MIXES)
+    for mix, row in expected.items():
+        assert mixed_codes(mix, predicted, tracked)[0].tolist() == row, mix
+    with pytest.raises(typer.BadParameter):
+        mixed_codes("neither", predicted, tracked)

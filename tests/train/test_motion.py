@@ -139,16 +139,20 @@ def test_masked_reference_mouth_is_not_copied() -> None:
 
 def test_harness_can_drive_the_renderer_with_the_tracked_codes(synthetic_dataset: Path,
                                                                tmp_path: Path) -> None:
-    from facespeech.quality.evaluate import render_held_out
+    from facespeech.quality.evaluate import predicted_motion, render_held_out
 
     result = run(synthetic_dataset, tmp_path, _config(use_motion=True, steps=2, motion_steps=5))
     model, state = load_model(result.checkpoint, torch.device("cpu"))
     clip = load_eval_clip(synthetic_dataset, state, model.config)
     assert clip.motion.shape == (len(clip.track.poses), model.config.motion_dim)
     from_audio, _ = render_held_out(model, clip, torch.device("cpu"))
-    from_tracking, _ = render_held_out(model, clip, torch.device("cpu"), tracked_motion=True)
+    from_tracking, _ = render_held_out(model, clip, torch.device("cpu"),
+                                       motion=clip.motion[from_audio.rows])
     assert from_audio.rows == from_tracking.rows
     assert not torch.equal(from_audio.ours_full, from_tracking.ours_full)
+    predicted = predicted_motion(model, clip, from_audio.rows, None, torch.device("cpu"))
+    again, _ = render_held_out(model, clip, torch.device("cpu"), motion=predicted)
+    assert torch.equal(again.ours_full, from_audio.ours_full)  # the codes are all that differ
 
 
 def test_the_motion_code_takes_its_shape_from_the_lips_when_the_dataset_has_them(

@@ -147,7 +147,7 @@ def methods_of(model: TalkingHead) -> tuple[str, ...]:
     return METHODS + ((LOWER_FACE_METHOD,) if model.config.draws_over_target else ())
 
 
-def _predicted_motion(model: TalkingHead, clip: ClipTensors, rows: list[int],
+def predicted_motion(model: TalkingHead, clip: ClipTensors, rows: list[int],
                       audio_windows: torch.Tensor | None, device: torch.device) -> torch.Tensor:
     """The motion codes of `rows` (the held-out tail: consecutive frames) as a render predicts
     them: the whole sequence at once, smoothed over time; from `audio_windows` (N, W, M) in
@@ -165,11 +165,12 @@ def _predicted_motion(model: TalkingHead, clip: ClipTensors, rows: list[int],
 
 def render_held_out(
     model: TalkingHead, clip: ClipTensors, device: torch.device, batch: int = 8,
-    audio_windows: torch.Tensor | None = None, tracked_motion: bool = False,
+    audio_windows: torch.Tensor | None = None, motion: torch.Tensor | None = None,
     perceptual: LPIPS | None = None,
 ) -> tuple[HeldOut, dict[str, dict[str, dict[str, float]]]]:
     """Render every held-out frame (own audio, or `audio_windows` (N, W, M) in their place;
-    driven by the tracked motion codes if `tracked_motion`) -> the frames, and
+    driven by `motion` (N, motion_dim), e.g. the tracked codes, in place of the regressors'
+    prediction if given) -> the frames, and
     scores[method][protocol][psnr|ssim(|lpips)] averaged over frames; LPIPS (with
     `perceptual`) on the whole frame only, for the full and paste-back protocols."""
     rows = clip.held_out_rows if audio_windows is None else clip.held_out_rows[
@@ -181,11 +182,10 @@ def render_held_out(
     pasted: dict[str, list[torch.Tensor]] = {m: [] for m in methods}
     sums: dict[str, dict[str, dict[str, float]]] = {
         m: {p: {"psnr": 0.0, "ssim": 0.0} for p in PROTOCOLS} for m in methods}
-    motion = None
-    if tracked_motion:
-        motion = clip.motion[rows].to(device)
+    if motion is not None:
+        motion = motion.to(device)
     elif model.config.motion_dim:
-        motion = _predicted_motion(model, clip, rows, audio_windows, device)
+        motion = predicted_motion(model, clip, rows, audio_windows, device)
     for start in range(0, len(rows), batch):
         chunk = torch.tensor(rows[start : start + batch])
         references = nearest_pose_rows(clip, chunk.tolist(), 1, 0)[:, 0]
@@ -363,7 +363,8 @@ def evaluate(
                 SyncNet.load(syncnet_weights), frames, real, clip, dataset_dir,
                 state["data"]["fps"], torch_device)
         if model.config.motion_dim:
-            forced, _ = render_held_out(model, clip, torch_device, tracked_motion=True)
+            forced, _ = render_held_out(model, clip, torch_device,
+                                        motion=clip.motion[frames.rows])
             result["sync_tracked_motion"] = sync_scores(
                 real, track_landmarks(forced.pasted["ours"]), energy)
     if grid is not None:
