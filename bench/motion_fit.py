@@ -13,7 +13,8 @@ code. `--shape` picks the code's shape components (lips: the lip contour without
 opening; expression: the whole-face code). Each `--smooth` sigma (frames) also scores the
 prediction after a zero-phase Gaussian over time. `--model-overrides` changes the fresh
 model's ModelConfig (e.g. '{"audio_neighbours": 16}': more audio context). `--group G` also
-scores the mean of each run of G consecutive seeds (how much an ensemble of G varies from one set of seeds to the next).
+scores the mean of each run of G consecutive seeds (how much an ensemble of G varies from one
+set of seeds to the next).
 """
 
 from __future__ import annotations
