@@ -27,10 +27,12 @@ from facespeech.train.motion import fit_motion
 
 def main(checkpoint: Path, dataset: Path, out: Path, overrides: str = "{}") -> None:
     state = checkpoints.load(checkpoint)
+    # the audio context is the regressors' alone in a motion model: it may change here
     config = TrainConfig.model_validate({**state["config"], **json.loads(overrides)})
     model_config = replace(ModelConfig(**state["model_config"]),
                            motion_regressors=config.motion_regressors,
-                           motion_smoothing=config.motion_smoothing)
+                           motion_smoothing=config.motion_smoothing,
+                           audio_neighbours=config.audio_neighbours)
     assert model_config.motion_dim, f"{checkpoint} has no audio -> motion regressor"
     torch.manual_seed(config.seed)
     model = TalkingHead(model_config)

@@ -80,6 +80,7 @@ def test_refit_motion_keeps_the_renderer_and_fits_new_regressors(
     import torch
 
     from bench import refit_motion
+    from facespeech.quality.evaluate import load_model
     from facespeech.train.checkpoints import load
     from tests.train.test_loop import _config
 
@@ -87,10 +88,14 @@ def test_refit_motion_keeps_the_renderer_and_fits_new_regressors(
                         _config(use_motion=True, steps=2, motion_steps=5)).checkpoint
     refit = tmp_path / "refit.pt"
     refit_motion.main(trained, synthetic_dataset, refit,
-                      json.dumps({"motion_regressors": 2, "motion_smoothing": 1.5, "seed": 1}))
+                      json.dumps({"motion_regressors": 2, "motion_smoothing": 1.5, "seed": 1,
+                                  "audio_neighbours": 4}))
     before, after = load(trained), load(refit)
     assert after["model_config"]["motion_regressors"] == 2
     assert after["model_config"]["motion_smoothing"] == 1.5
+    assert after["model_config"]["audio_neighbours"] == 4  # the regressors hear less context
+    model, _ = load_model(refit, torch.device("cpu"))
+    assert model.regressors[0].smoother.neighbours == 4
     for key, value in before["model"].items():
         if not key.startswith("regressors."):
             assert torch.equal(after["model"][key], value), key

@@ -18,6 +18,9 @@ class TrainConfig(BaseModel):
     image_size: int = Field(128, ge=32, le=1024)
     render_size: int = Field(32, ge=8, le=256)
     audio_dim: int = Field(32, ge=4, le=512)
+    # Video frames of audio windows a frame's audio code (or motion code) hears, around it
+    # (ModelConfig.audio_neighbours; 8 frames = 0.32 s, plus a window of 0.16 s).
+    audio_neighbours: int = Field(8, ge=1, le=64)
     use_expression: bool = False
     # Drive the mouth through a motion code (model.config.ModelConfig.motion_dim): the
     # renderer trains on tracked codes, an audio regressor is fitted to them afterwards.
@@ -148,6 +151,7 @@ class TrainConfig(BaseModel):
             motion_smoothing=self.motion_smoothing,
             mask_reference_mouth=self.mask_reference_mouth, mask_region=self.mask_region,
             image_size=self.image_size, render_size=self.render_size, audio_dim=self.audio_dim,
+            audio_neighbours=self.audio_neighbours,
             plane_channels=self.plane_channels, plane_resolution=self.plane_resolution,
             hidden=self.hidden, feature_dim=self.feature_dim,
             samples_per_ray=self.samples_per_ray, upsampler_channels=self.upsampler_channels,
@@ -170,8 +174,8 @@ class TrainConfig(BaseModel):
 
 
 SHAPE_FIELDS = (
-    "image_size", "render_size", "audio_dim", "use_expression", "use_motion", "motion_codes",
-    "motion_shape", "motion_per_take", "take_input", "motion_regressors",
+    "image_size", "render_size", "audio_dim", "audio_neighbours", "use_expression", "use_motion",
+    "motion_codes", "motion_shape", "motion_per_take", "take_input", "motion_regressors",
     "mask_reference_mouth", "mask_region",
     "plane_channels", "plane_resolution", "hidden", "feature_dim", "samples_per_ray",
     "upsampler_channels", "reference_skips", "warp_reference",
