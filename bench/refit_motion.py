@@ -27,8 +27,8 @@ from facespeech.train.motion import fit_motion
 
 def main(checkpoint: Path, dataset: Path, out: Path, overrides: str = "{}") -> None:
     state = checkpoints.load(checkpoint)
-    # the audio context is the regressors' alone in a motion model: it may change here
     config = TrainConfig.model_validate({**state["config"], **json.loads(overrides)})
+    # in a motion model only the regressors hear the audio, so its context may change here
     model_config = replace(ModelConfig(**state["model_config"]),
                            motion_regressors=config.motion_regressors,
                            motion_smoothing=config.motion_smoothing,

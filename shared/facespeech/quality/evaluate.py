@@ -148,7 +148,7 @@ def methods_of(model: TalkingHead) -> tuple[str, ...]:
 
 
 def predicted_motion(model: TalkingHead, clip: ClipTensors, rows: list[int],
-                      audio_windows: torch.Tensor | None, device: torch.device) -> torch.Tensor:
+                     audio_windows: torch.Tensor | None, device: torch.device) -> torch.Tensor:
     """The motion codes of `rows` (the held-out tail: consecutive frames) as a render predicts
     them: the whole sequence at once, smoothed over time; from `audio_windows` (N, W, M) in
     the rows' place if given."""
