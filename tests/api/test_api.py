@@ -140,6 +140,14 @@ def test_training_run_validation(
         json={"dataset_id": dataset["id"], "preset": "tiny", "overrides": {"no_such_field": 1}},
     )
     assert bad_override.status_code == 422
+    for field, value in {"audio_neighbours": 100_000, "motion_warp": 5.0}.items():
+        # an audio context of 100,000 frames would exhaust a worker's memory, not fail fast
+        out_of_range = client.post(
+            "/v1/training-runs", headers=auth,
+            json={"dataset_id": dataset["id"], "preset": "tiny", "overrides": {field: value}},
+        )
+        assert out_of_range.status_code == 422, field
+        assert out_of_range.headers["content-type"].startswith("application/problem+json")
     nan = client.post(
         "/v1/training-runs",
         headers={**auth, "content-type": "application/json"},
