@@ -92,6 +92,7 @@ def test_batches_draw_the_main_take_by_its_share(synthetic_dataset: Path) -> Non
 def test_motion_validation_stays_on_the_main_take(synthetic_dataset: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(motion, "BLOCK_FRAMES", 2)  # validation blocks in both takes
+    monkeypatch.setattr(motion, "MIN_BLOCK_FRAMES", 2)
     joined = _clip(synthetic_dataset, [1, 21])
     assert {int(joined.segment[row]) for row in _split(joined)[1]} == {0, 1}
     fit, val = _split(joined, validate_on_main=True)
