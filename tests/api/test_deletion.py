@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.api.test_api import _queued_run, _upload
@@ -123,3 +124,27 @@ def test_another_tenant_cannot_delete(
     dataset = _upload(client, auth, small_video).json()
     assert client.delete(f"/v1/datasets/{dataset['id']}", headers=other_auth).status_code == 404
     assert client.get(f"/v1/datasets/{dataset['id']}", headers=auth).status_code == 200
+
+
+def test_a_delete_that_cannot_be_committed_is_not_reported_done(
+    client: TestClient, auth: dict[str, str], small_video: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The request's transaction commits before the answer leaves: a 204 sent first would
+    tell the client of a deletion the database then lost (and lets its next request read
+    the state from before)."""
+    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.orm import Session
+
+    run = _queued_run(client, auth, small_video)
+    _finish_training(run["id"])
+
+    def lost_connection(self: Session) -> None:
+        raise OperationalError("COMMIT", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(Session, "commit", lost_connection)
+    answer = TestClient(client.app, raise_server_exceptions=False).delete(
+        f"/v1/datasets/{run['dataset_id']}", headers=auth)
+    monkeypatch.undo()
+
+    assert answer.status_code >= 500
+    assert client.get(f"/v1/datasets/{run['dataset_id']}", headers=auth).status_code == 200

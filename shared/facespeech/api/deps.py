@@ -27,7 +27,10 @@ async def _settings() -> Settings:
     return get_settings()
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope "function": the transaction commits when the route returns, before the answer is sent.
+# FastAPI's default runs it after sending, so a client could act on a 204 whose deletion the
+# database then failed to commit, or read the state from before it in its next request.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 
 
