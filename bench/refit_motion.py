@@ -28,11 +28,13 @@ from facespeech.train.motion import fit_motion
 def main(checkpoint: Path, dataset: Path, out: Path, overrides: str = "{}") -> None:
     state = checkpoints.load(checkpoint)
     config = TrainConfig.model_validate({**state["config"], **json.loads(overrides)})
-    # in a motion model only the regressors hear the audio, so its context may change here
+    # in a motion model only the regressors hear the audio, so its context and how they pool
+    # it may change here
     model_config = replace(ModelConfig(**state["model_config"]),
                            motion_regressors=config.motion_regressors,
                            motion_smoothing=config.motion_smoothing,
-                           audio_neighbours=config.audio_neighbours)
+                           audio_neighbours=config.audio_neighbours,
+                           motion_pooling=config.motion_pooling)
     assert model_config.motion_dim, f"{checkpoint} has no audio -> motion regressor"
     torch.manual_seed(config.seed)
     model = TalkingHead(model_config)

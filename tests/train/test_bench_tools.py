@@ -89,13 +89,14 @@ def test_refit_motion_keeps_the_renderer_and_fits_new_regressors(
     refit = tmp_path / "refit.pt"
     refit_motion.main(trained, synthetic_dataset, refit,
                       json.dumps({"motion_regressors": 2, "motion_smoothing": 1.5, "seed": 1,
-                                  "audio_neighbours": 4}))
+                                  "audio_neighbours": 4, "motion_pooling": "temporal"}))
     before, after = load(trained), load(refit)
     assert after["model_config"]["motion_regressors"] == 2
     assert after["model_config"]["motion_smoothing"] == 1.5
     assert after["model_config"]["audio_neighbours"] == 4  # the regressors hear less context
     model, _ = load_model(refit, torch.device("cpu"))
-    assert model.regressors[0].smoother.neighbours == 4
+    assert model.regressors[0].smoother.mix.in_features == 4 * model.config.audio_dim
+    assert after["model_config"]["motion_pooling"] == "temporal"
     for key, value in before["model"].items():
         if not key.startswith("regressors."):
             assert torch.equal(after["model"][key], value), key

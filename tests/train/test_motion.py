@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from facespeech.model import ModelConfig, TalkingHead
+from facespeech.model import AudioSmoother, ModelConfig, TalkingHead
+from facespeech.model.audio import TemporalPooling
 from facespeech.quality.evaluate import load_eval_clip, load_model
 from facespeech.quality.metrics import mouth_opening_correlation
 from facespeech.train import run
@@ -96,18 +97,20 @@ def test_a_short_clip_validates_on_several_blocks_not_one() -> None:
 
 
 @pytest.mark.slow
-def test_motion_regressor_predicts_held_out_mouth_opening(tmp_path: Path) -> None:
+@pytest.mark.parametrize("pooling", ["attention", "temporal"])
+def test_motion_regressor_predicts_held_out_mouth_opening(tmp_path: Path, pooling: str) -> None:
     """Eight seconds of synthetic speech whose mouth opening follows the voice's loudness:
     the regressor, fitted on the training frames, must follow it on the held-out tail."""
     from facespeech.train.synthetic import make_synthetic_dataset
 
     dataset = make_synthetic_dataset(tmp_path / "synthetic", seconds=8.0, size=32)
-    config = _config(use_motion=True, steps=20, motion_steps=300)
+    config = _config(use_motion=True, steps=20, motion_steps=300, motion_pooling=pooling)
     result = run(dataset, tmp_path / "run", config)
 
     assert result.metrics["motion_val_mouth_corr"] > 0.8
     model, state = load_model(result.checkpoint, torch.device("cpu"))
     assert load(result.checkpoint)["model_config"]["motion_dim"] == 2  # opening + 1 code
+    assert model.config.motion_pooling == pooling
     clip = load_eval_clip(dataset, state, model.config)
     rows = clip.held_out_rows
     frames = torch.tensor([clip.track.poses[r].frame - 1 for r in rows])
@@ -341,3 +344,17 @@ def test_the_harness_predicts_the_held_out_motion_as_one_sequence(
     render_held_out(model, clip, torch.device("cpu"), batch=2)
     assert asked == [[clip.track.poses[row].frame - 1 for row in clip.held_out_rows]]
     assert sizes == [len(clip.held_out_rows)]  # once for the whole tail, never per batch
+
+
+def test_temporal_pooling_hears_the_order_of_its_windows() -> None:
+    """The same K codes in reverse order are another sound (a rising syllable, not a falling
+    one): temporal pooling must tell them apart; a model from before has attention pooling."""
+    pooling = TemporalPooling(32, 8)
+    codes = torch.randn(2, 8, 32)
+
+    assert pooling(codes).shape == (2, 32)
+    assert not torch.allclose(pooling(codes), pooling(codes.flip(1)), atol=1e-4)
+    old = TalkingHead(ModelConfig(motion_dim=3, image_size=32, render_size=8,
+                                  plane_resolution=16, hidden=16, feature_dim=8,
+                                  samples_per_ray=4, upsampler_channels=16))
+    assert isinstance(old.regressors[0].smoother, AudioSmoother)

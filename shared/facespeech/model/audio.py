@@ -45,22 +45,44 @@ class AudioSmoother(nn.Module):
         return (weights * codes).sum(dim=1)
 
 
+class TemporalPooling(nn.Module):
+    """The K codes around a frame -> one code, knowing where each sits in time: two
+    convolutions over the sequence (how the sound changes) and a linear map of the whole of it.
+    Attention pooling (AudioSmoother) weighs codes by their content alone; the lips' shape at a
+    frame depends on the sounds just before and after it in their order (coarticulation)."""
+
+    def __init__(self, audio_dim: int, neighbours: int) -> None:
+        super().__init__()
+        self.convs = nn.Sequential(
+            nn.Conv1d(audio_dim, audio_dim, 3, padding=1), nn.LeakyReLU(0.02),
+            nn.Conv1d(audio_dim, audio_dim, 3, padding=1), nn.LeakyReLU(0.02),
+        )
+        self.mix = nn.Linear(audio_dim * neighbours, audio_dim)
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        # codes (B, K, A) -> (B, A, K) convolved over K -> flattened (B, A * K) -> (B, A)
+        return self.mix(self.convs(codes.transpose(1, 2)).flatten(1))
+
+
+POOLINGS: dict[str, type[nn.Module]] = {"attention": AudioSmoother, "temporal": TemporalPooling}
+
+
 class MotionRegressor(nn.Module):
-    """K mel windows around a frame -> motion code: encoder, smoother, dropout and a linear
-    head. Fitted on its own after the renderer (train.motion)."""
+    """K mel windows around a frame -> motion code: encoder, pooling over the K windows
+    (POOLINGS), dropout and a linear head. Fitted on its own after the renderer (train.motion)."""
 
     def __init__(self, n_mels: int, window: int, neighbours: int, audio_dim: int,
-                 motion_dim: int, dropout: float) -> None:
+                 motion_dim: int, dropout: float, pooling: str = "attention") -> None:
         super().__init__()
         self.encoder = AudioEncoder(n_mels, window, audio_dim)
-        self.smoother = AudioSmoother(audio_dim, neighbours)
+        self.smoother = POOLINGS[pooling](audio_dim, neighbours)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(audio_dim, motion_dim))
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         return self.head(smoothed_code(self.encoder, self.smoother, audio))
 
 
-def smoothed_code(encoder: AudioEncoder, smoother: AudioSmoother,
+def smoothed_code(encoder: AudioEncoder, smoother: nn.Module,
                   audio: torch.Tensor) -> torch.Tensor:
     """audio (B, K, W, n_mels): each window encoded (B, K, A), then smoothed (B, A)."""
     batch, k = audio.shape[:2]

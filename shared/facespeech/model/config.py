@@ -31,6 +31,9 @@ class ModelConfig:
     # less from one training run to the next than one regressor does. Checkpoints from
     # before have one.
     motion_regressors: int = 1
+    # How a regressor pools its K audio codes (model.audio.POOLINGS): "attention" by content
+    # (AD-NeRF; checkpoints from before), "temporal" by their order in time as well.
+    motion_pooling: str = "attention"
     # Gaussian over time (sigma in video frames) on the predicted motion codes of a sequence
     # (render and evaluation: TalkingHead.motion_sequence); 0 = none, as checkpoints from before.
     motion_smoothing: float = 0.0

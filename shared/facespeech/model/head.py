@@ -39,7 +39,8 @@ class TalkingHead(nn.Module):
             # audio -> motion: the mean of motion_regressors independently fitted regressors
             self.regressors = nn.ModuleList(
                 MotionRegressor(config.n_mels, config.audio_window, config.audio_neighbours,
-                                config.audio_dim, config.motion_dim, config.motion_dropout)
+                                config.audio_dim, config.motion_dim, config.motion_dropout,
+                                config.motion_pooling)
                 for _ in range(config.motion_regressors)
             )
         else:

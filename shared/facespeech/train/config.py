@@ -94,6 +94,8 @@ class TrainConfig(BaseModel):
     # Audio -> motion regressors fitted (each from its own seed) and averaged: the mean of
     # several is steadier from run to run than one (docs/QUALITY.md, session 10).
     motion_regressors: int = Field(1, ge=1, le=16)
+    # How each regressor pools its audio context (ModelConfig.motion_pooling).
+    motion_pooling: Literal["attention", "temporal"] = "attention"
     # Gaussian over time (sigma, video frames) on the predicted motion of a rendered sequence
     # (ModelConfig.motion_smoothing); the calibration is worked out after it. `fast` and
     # `quality` take 2 (docs/QUALITY.md, session 10: the held-out opening correlation of every
@@ -147,7 +149,7 @@ class TrainConfig(BaseModel):
             motion_dim=1 + min(self.motion_codes, shape_dim) if self.use_motion else 0,
             motion_shape=shape, motion_per_take=self.motion_per_take,
             takes=takes if self.take_input else 1,
-            motion_regressors=self.motion_regressors,
+            motion_regressors=self.motion_regressors, motion_pooling=self.motion_pooling,
             motion_smoothing=self.motion_smoothing,
             mask_reference_mouth=self.mask_reference_mouth, mask_region=self.mask_region,
             image_size=self.image_size, render_size=self.render_size, audio_dim=self.audio_dim,
@@ -176,7 +178,7 @@ class TrainConfig(BaseModel):
 SHAPE_FIELDS = (
     "image_size", "render_size", "audio_dim", "audio_neighbours", "use_expression", "use_motion",
     "motion_codes", "motion_shape", "motion_per_take", "take_input", "motion_regressors",
-    "mask_reference_mouth", "mask_region",
+    "motion_pooling", "mask_reference_mouth", "mask_region",
     "plane_channels", "plane_resolution", "hidden", "feature_dim", "samples_per_ray",
     "upsampler_channels", "reference_skips", "warp_reference",
 )
