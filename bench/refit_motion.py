@@ -24,17 +24,16 @@ from facespeech.train import TrainConfig, checkpoints
 from facespeech.train.data import PoseNormaliser, load_clip
 from facespeech.train.motion import fit_motion
 
+# The model's fields only the regressors depend on: in a motion model only they hear the
+# audio, so the overrides may change these and the renderer still loads.
+REGRESSOR_FIELDS = ("motion_regressors", "motion_smoothing", "audio_neighbours", "motion_pooling")
+
 
 def main(checkpoint: Path, dataset: Path, out: Path, overrides: str = "{}") -> None:
     state = checkpoints.load(checkpoint)
     config = TrainConfig.model_validate({**state["config"], **json.loads(overrides)})
-    # in a motion model only the regressors hear the audio, so its context and how they pool
-    # it may change here
     model_config = replace(ModelConfig(**state["model_config"]),
-                           motion_regressors=config.motion_regressors,
-                           motion_smoothing=config.motion_smoothing,
-                           audio_neighbours=config.audio_neighbours,
-                           motion_pooling=config.motion_pooling)
+                           **{name: getattr(config, name) for name in REGRESSOR_FIELDS})
     assert model_config.motion_dim, f"{checkpoint} has no audio -> motion regressor"
     torch.manual_seed(config.seed)
     model = TalkingHead(model_config)

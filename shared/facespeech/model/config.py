@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+# How a motion regressor pools its K audio codes (model.audio.POOLINGS has one module each).
+MotionPooling = Literal["attention", "temporal"]
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,7 @@ class ModelConfig:
     motion_regressors: int = 1
     # How a regressor pools its K audio codes (model.audio.POOLINGS): "attention" by content
     # (AD-NeRF; checkpoints from before), "temporal" by their order in time as well.
-    motion_pooling: str = "attention"
+    motion_pooling: MotionPooling = "attention"
     # Gaussian over time (sigma in video frames) on the predicted motion codes of a sequence
     # (render and evaluation: TalkingHead.motion_sequence); 0 = none, as checkpoints from before.
     motion_smoothing: float = 0.0

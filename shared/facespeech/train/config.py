@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from facespeech.model import ModelConfig
+from facespeech.model.config import MotionPooling
 
 
 class TrainConfig(BaseModel):
@@ -95,7 +96,7 @@ class TrainConfig(BaseModel):
     # several is steadier from run to run than one (docs/QUALITY.md, session 10).
     motion_regressors: int = Field(1, ge=1, le=16)
     # How each regressor pools its audio context (ModelConfig.motion_pooling).
-    motion_pooling: Literal["attention", "temporal"] = "attention"
+    motion_pooling: MotionPooling = "attention"
     # Gaussian over time (sigma, video frames) on the predicted motion of a rendered sequence
     # (ModelConfig.motion_smoothing); the calibration is worked out after it. `fast` and
     # `quality` take 2 (docs/QUALITY.md, session 10: the held-out opening correlation of every
