@@ -27,7 +27,7 @@ Frame numbers are 1-based and match the image file names.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +203,28 @@ def read_tracks(root: Path) -> list[PersonTrack]:
         )
         for person in info.persons
     ]
+
+
+def split_frames_only(track: PersonTrack) -> PersonTrack:
+    """The track cut to its training and held-out frames: a view that trains on part of a
+    joined dataset (bench.split_view) keeps the other video's frames in its metadata, and
+    loading their images for nothing costs gigabytes."""
+    wanted = set(track.train_frames) | set(track.held_out_frames)
+    keep = [row for row, pose in enumerate(track.poses) if pose.frame in wanted]
+    if len(keep) == len(track.poses):
+        return track
+
+    def rows_of(per_frame: Any) -> Any:
+        if per_frame is None:
+            return None
+        return per_frame[keep] if isinstance(per_frame, np.ndarray) else [
+            per_frame[row] for row in keep]
+
+    return replace(
+        track, poses=rows_of(track.poses), expressions=rows_of(track.expressions),
+        landmarks=rows_of(track.landmarks), landmarks_3d=rows_of(track.landmarks_3d),
+        landmarks_68=rows_of(track.landmarks_68),
+    )
 
 
 def load_features(root: Path, person: str, clip: str) -> np.ndarray:

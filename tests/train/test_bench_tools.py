@@ -75,6 +75,33 @@ def test_view_of_a_joined_dataset_can_train_on_its_main_video_alone(
     assert view.held_out_frames == original.held_out_frames and view.segment_starts == [1, 21]
 
 
+def test_evaluating_a_main_video_view_loads_only_its_frames_and_scores_the_same(
+    synthetic_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from facespeech.quality import evaluate as harness
+
+    joined = joined_view(synthetic_dataset, tmp_path / "joined", [1, 21])
+    view = tmp_path / "main"
+    make_view(joined, view, 1.0, main_video_only=True)
+    checkpoint = train.run(view, tmp_path / "run", _tiny_config(steps=2), resume=False).checkpoint
+    model, state = harness.load_model(checkpoint, torch.device("cpu"))
+    clip = harness.load_eval_clip(view, state, model.config)
+    track = read_tracks(view)[0]
+    assert [p.frame for p in clip.track.poses] == sorted(
+        track.train_frames + track.held_out_frames)
+    assert len(clip.images) == len(clip.masks) == len(clip.track.poses) < len(track.poses)
+    _, trimmed = harness.render_held_out(model, clip, torch.device("cpu"))
+    monkeypatch.setattr(harness, "split_frames_only", lambda whole: whole)
+    everything = harness.load_eval_clip(view, state, model.config)
+    assert len(everything.images) == len(track.poses)
+    _, scores = harness.render_held_out(model, everything, torch.device("cpu"))
+    def flat(nested: dict) -> dict:
+        return {(m, p, k): v for m, by in nested.items() for p, s in by.items()
+                for k, v in s.items()}
+
+    assert flat(scores) == pytest.approx(flat(trimmed))
+
+
 def test_refit_motion_keeps_the_renderer_and_fits_new_regressors(
         synthetic_dataset: Path, tmp_path: Path) -> None:
     import torch

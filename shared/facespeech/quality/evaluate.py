@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facespeech.dataset import load_features, read_tracks
+from facespeech.dataset import load_features, read_tracks, split_frames_only
 from facespeech.errors import InputError
 from facespeech.model import ModelConfig, TalkingHead
 from facespeech.model.camera import box_masks
@@ -90,6 +90,7 @@ def load_eval_clip(dataset_dir: Path, state: dict, config: ModelConfig) -> ClipT
     track = next((t for t in read_tracks(dataset_dir) if t.person == data["person"]), None)
     if track is None:
         raise InputError(f"dataset {dataset_dir} has no person {data['person']!r}")
+    track = split_frames_only(track)
     clip = load_clip(
         dataset_dir, track, config.image_size, data["source_image_size"],
         PoseNormaliser(**data["pose_normaliser"]), (data["audio_mean"], data["audio_std"]),
