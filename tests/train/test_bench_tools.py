@@ -95,6 +95,7 @@ def test_evaluating_a_main_video_view_loads_only_its_frames_and_scores_the_same(
     everything = harness.load_eval_clip(view, state, model.config)
     assert len(everything.images) == len(track.poses)
     _, scores = harness.render_held_out(model, everything, torch.device("cpu"))
+
     def flat(nested: dict) -> dict:
         return {(m, p, k): v for m, by in nested.items() for p, s in by.items()
                 for k, v in s.items()}
