@@ -16,6 +16,7 @@ from facespeech.train import run
 from facespeech.train.checkpoints import load
 from facespeech.train.data import neighbour_windows
 from facespeech.train.motion import (
+    _next_rows,
     _split,
     augment_audio,
     block_frames,
@@ -96,15 +97,26 @@ def test_a_short_clip_validates_on_several_blocks_not_one() -> None:
     assert validation_blocks >= 3 and block_frames(3000) == 25
 
 
+def test_each_row_knows_the_fitted_row_of_the_next_frame() -> None:
+    """Rows are in any order; a frame whose successor is validated, missing or past the end
+    has no pair."""
+    frames = [3, 1, 2, 5, 6, 7]
+    fit_rows = [0, 1, 2, 3, 4]  # frame 7 (row 5) validates
+    assert _next_rows(frames, fit_rows) == [-1, 2, 0, 4, -1, -1]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("pooling", ["attention", "temporal"])
-def test_motion_regressor_predicts_held_out_mouth_opening(tmp_path: Path, pooling: str) -> None:
+@pytest.mark.parametrize(("pooling", "velocity"),
+                         [("attention", 0.0), ("temporal", 0.0), ("attention", 1.0)])
+def test_motion_regressor_predicts_held_out_mouth_opening(tmp_path: Path, pooling: str,
+                                                          velocity: float) -> None:
     """Eight seconds of synthetic speech whose mouth opening follows the voice's loudness:
     the regressor, fitted on the training frames, must follow it on the held-out tail."""
     from facespeech.train.synthetic import make_synthetic_dataset
 
     dataset = make_synthetic_dataset(tmp_path / "synthetic", seconds=8.0, size=32)
-    config = _config(use_motion=True, steps=20, motion_steps=300, motion_pooling=pooling)
+    config = _config(use_motion=True, steps=20, motion_steps=300, motion_pooling=pooling,
+                     motion_velocity=velocity)
     result = run(dataset, tmp_path / "run", config)
 
     assert result.metrics["motion_val_mouth_corr"] > 0.8

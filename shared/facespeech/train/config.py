@@ -109,6 +109,10 @@ class TrainConfig(BaseModel):
     # within 0.9..1.1), as vocal tracts of other lengths shift formants (VTLP): the person's
     # own voice then stands for other voices too.
     motion_warp: float = Field(0.0, ge=0, le=0.3)
+    # Weight of a loss on the change of the code from one frame to the next (predicted against
+    # tracked), beside the per-frame error: a per-frame MSE is content to predict a mouth that
+    # drifts towards the mean, where a viewer judges lip sync by when the mouth moves.
+    motion_velocity: float = Field(0.0, ge=0, le=10.0)
     # Rescale the regressor's output so its spread on unfitted frames matches the tracked
     # codes' (train.motion.calibrate_amplitude): MSE regression halves the mouth's motion.
     # "opening": the mouth opening only (lip sync up, the lips' shape left conservative);

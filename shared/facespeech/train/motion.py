@@ -45,8 +45,10 @@ class _MotionData:
     frame_of: torch.Tensor  # row -> video frame index (0-based) of its audio window
     windows: torch.Tensor
     weights: torch.Tensor  # per code component in the loss
+    next_row: torch.Tensor  # row -> fitted row of the next video frame, -1 where none
     neighbours: int
     warp: float  # TrainConfig.motion_warp
+    velocity: float  # TrainConfig.motion_velocity
 
     @classmethod
     def of(cls, clip: ClipTensors, config: TrainConfig, neighbours: int,
@@ -55,14 +57,16 @@ class _MotionData:
         targets = clip.motion.to(device)
         weights = torch.ones(targets.shape[1], device=device)
         weights[0] = MOUTH_WEIGHT
+        frames = [pose.frame for pose in clip.track.poses]
         return cls(
             fit_rows=torch.tensor(fit_list, device=device),
             val_rows=torch.tensor(val_list, device=device),
             take_weights=clip.take_weights(fit_list, config.main_take_share),
             targets=targets,
-            frame_of=torch.tensor([pose.frame - 1 for pose in clip.track.poses], device=device),
-            windows=clip.windows.to(device), weights=weights, neighbours=neighbours,
-            warp=config.motion_warp,
+            frame_of=torch.tensor([frame - 1 for frame in frames], device=device),
+            windows=clip.windows.to(device), weights=weights,
+            next_row=torch.tensor(_next_rows(frames, fit_list), device=device),
+            neighbours=neighbours, warp=config.motion_warp, velocity=config.motion_velocity,
         )
 
     def audio(self, rows: torch.Tensor, augment: bool = False) -> torch.Tensor:
@@ -74,6 +78,24 @@ class _MotionData:
 
     def loss(self, predicted: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         return (self.weights * (predicted - self.targets[rows]) ** 2).mean()
+
+    def training_loss(self, regressor: MotionRegressor, rows: torch.Tensor) -> torch.Tensor:
+        """The per-frame loss on augmented audio, plus (motion_velocity) the loss on the change
+        to the next frame where that frame is fitted too. Both frames of a pair hear one
+        augmentation, so their difference is the voice's, not the augmentation's."""
+        if not self.velocity:
+            return self.loss(regressor(self.audio(rows, augment=True)), rows)
+        nexts = self.next_row[rows]
+        paired = nexts >= 0
+        nexts = torch.where(paired, nexts, rows)
+        k = self.neighbours
+        audio = augment_audio(torch.cat([self.audio_of_frames(self.frame_of[rows]),
+                                         self.audio_of_frames(self.frame_of[nexts])], dim=1),
+                              self.warp)
+        now, after = regressor(audio[:, :k]), regressor(audio[:, k:])
+        change = (after - now) - (self.targets[nexts] - self.targets[rows])
+        velocity = (self.weights * change ** 2)[paired].mean() if paired.any() else 0.0
+        return self.loss(now, rows) + self.velocity * velocity
 
 
 def fit_motion(
@@ -126,7 +148,7 @@ def _fit_regressor(regressor: MotionRegressor, data: _MotionData, config: TrainC
         regressor.train()
         batch = data.fit_rows[draw_rows(len(data.fit_rows), config.motion_batch,
                                         data.take_weights).to(data.fit_rows.device)]
-        loss = data.loss(regressor(data.audio(batch, augment=True)), batch)
+        loss = data.training_loss(regressor, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -204,6 +226,12 @@ def stretch_mels(audio: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
     index = low.view_as(frac).expand_as(audio)
     below, above = audio.gather(-1, index), audio.gather(-1, index + 1)
     return below + frac * (above - below)
+
+
+def _next_rows(frames: list[int], fit_rows: list[int]) -> list[int]:
+    """For each row, the fitted row whose video frame follows its frame, or -1."""
+    row_of_frame = {frames[row]: row for row in fit_rows}
+    return [row_of_frame.get(frame + 1, -1) for frame in frames]
 
 
 def block_frames(rows: int) -> int:
