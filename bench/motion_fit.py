@@ -11,7 +11,8 @@ checkpoint's) and scores the *held-out* tail without rendering: correlation of p
 tracked mouth opening, of each shape component, and the mean squared error of the whole
 code. `--shape` picks the code's shape components (lips: the lip contour without its
 opening; expression: the whole-face code). Each `--smooth` sigma (frames) also scores the
-prediction after a zero-phase Gaussian over time. `--model-overrides` changes the fresh
+prediction after a zero-phase Gaussian over time. `--first-seed` starts the seeds elsewhere, so
+more seeds of a setting can run beside the first ones. `--model-overrides` changes the fresh
 model's ModelConfig (e.g. '{"audio_neighbours": 16}': more audio context). `--group G` also
 scores the mean of each run of G consecutive seeds (how much an ensemble of G varies from one
 set of seeds to the next).
@@ -127,7 +128,8 @@ def untrained(dataset: Path, config: TrainConfig, model_overrides: dict[str, obj
 def main(dataset: Path, checkpoint: Path | None = None, preset: str = "fast",
          shape: str = "lips", seeds: int = 3, steps: int = 3000, smooth: str = "0,1,2",
          overrides: str = "{}", norm: str = "global", voices: str = "",
-         voice_seconds: float = 20.0, group: int = 0, model_overrides: str = "{}") -> None:
+         voice_seconds: float = 20.0, group: int = 0, model_overrides: str = "{}",
+         first_seed: int = 0) -> None:
     device = torch.device("cpu")
     sigmas = [float(s) for s in smooth.split(",")]
     result: dict[str, object] = {}
@@ -152,7 +154,7 @@ def main(dataset: Path, checkpoint: Path | None = None, preset: str = "fast",
     result["norm"] = norm
     voice_paths = [Path(v) for v in voices.split(",") if v]
     runs = []
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         model = copy.deepcopy(trained)
         torch.manual_seed(seed)
         for layer in model.regressors.modules():
