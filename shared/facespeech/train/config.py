@@ -112,6 +112,8 @@ class TrainConfig(BaseModel):
     # Weight of a loss on the change of the code from one frame to the next (predicted against
     # tracked), beside the per-frame error: a per-frame MSE is content to predict a mouth that
     # drifts towards the mean, where a viewer judges lip sync by when the mouth moves.
+    # Off in the presets: on obama it moved neither the held-out opening nor LMD beyond the
+    # seeds' spread, and end to end it did worse (docs/QUALITY.md, session 18).
     motion_velocity: float = Field(0.0, ge=0, le=10.0)
     # Rescale the regressor's output so its spread on unfitted frames matches the tracked
     # codes' (train.motion.calibrate_amplitude): MSE regression halves the mouth's motion.
