@@ -105,6 +105,13 @@ def test_each_row_knows_the_fitted_row_of_the_next_frame() -> None:
     assert _next_rows(frames, fit_rows) == [-1, 2, 0, 4, -1, -1]
 
 
+def test_the_last_frame_of_a_take_has_no_next_frame() -> None:
+    """Joined takes: frame 3 ends the first take, frame 4 begins the second."""
+    frames = [1, 2, 3, 4, 5]
+    fit_rows = [0, 1, 2, 3, 4]
+    assert _next_rows(frames, fit_rows, segment_starts=[1, 4]) == [1, 2, -1, 4, -1]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("pooling", "velocity"),
                          [("attention", 0.0), ("temporal", 0.0), ("attention", 1.0)])

@@ -65,7 +65,8 @@ class _MotionData:
             targets=targets,
             frame_of=torch.tensor([frame - 1 for frame in frames], device=device),
             windows=clip.windows.to(device), weights=weights,
-            next_row=torch.tensor(_next_rows(frames, fit_list), device=device),
+            next_row=torch.tensor(_next_rows(frames, fit_list, clip.track.segment_starts),
+                                  device=device),
             neighbours=neighbours, warp=config.motion_warp, velocity=config.motion_velocity,
         )
 
@@ -228,10 +229,13 @@ def stretch_mels(audio: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
     return below + frac * (above - below)
 
 
-def _next_rows(frames: list[int], fit_rows: list[int]) -> list[int]:
-    """For each row, the fitted row whose video frame follows its frame, or -1."""
+def _next_rows(frames: list[int], fit_rows: list[int],
+               segment_starts: list[int] | None = None) -> list[int]:
+    """For each row, the fitted row whose video frame follows its frame in the same take, or
+    -1: the first frame of a joined take does not follow the last frame of the one before."""
     row_of_frame = {frames[row]: row for row in fit_rows}
-    return [row_of_frame.get(frame + 1, -1) for frame in frames]
+    starts = set(segment_starts or [])
+    return [-1 if frame + 1 in starts else row_of_frame.get(frame + 1, -1) for frame in frames]
 
 
 def block_frames(rows: int) -> int:
