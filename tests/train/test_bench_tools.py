@@ -75,6 +75,40 @@ def test_view_of_a_joined_dataset_can_train_on_its_main_video_alone(
     assert view.held_out_frames == original.held_out_frames and view.segment_starts == [1, 21]
 
 
+def test_training_on_a_main_video_view_loads_only_its_frames_and_trains_the_same(
+    synthetic_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Frames outside the view's split are never loaded, and leaving them out changes
+    nothing the run learns: the same weights, step for step, as a run that loads them."""
+    from facespeech.train import loop
+
+    joined = joined_view(synthetic_dataset, tmp_path / "joined", [1, 21])
+    view = tmp_path / "main"
+    make_view(joined, view, 1.0, main_video_only=True)
+    track = read_tracks(view)[0]
+    loaded: list[int] = []
+    load_clip = loop.load_clip
+
+    def counting(root: Path, clip_track: object, *args: object) -> object:
+        clip = load_clip(root, clip_track, *args)
+        loaded.append(len(clip.images))
+        return clip
+
+    monkeypatch.setattr(loop, "load_clip", counting)
+    config = _tiny_config(steps=3, use_motion=True, motion_steps=20, reference_frames="near_pose")
+    cut = train.run(view, tmp_path / "cut", config, resume=False)
+    monkeypatch.setattr(loop, "split_frames_only", lambda whole: whole)
+    whole = train.run(view, tmp_path / "whole", config, resume=False)
+
+    assert loaded == [len(track.train_frames) + len(track.held_out_frames), len(track.poses)]
+    assert loaded[0] < loaded[1]
+    weights = [torch.load(run.checkpoint, weights_only=False) for run in (cut, whole)]
+    assert weights[0]["data"] == weights[1]["data"]
+    for name, value in weights[0]["model"].items():
+        assert torch.equal(value, weights[1]["model"][name]), name
+    assert cut.metrics == pytest.approx(whole.metrics)
+
+
 def test_evaluating_a_main_video_view_loads_only_its_frames_and_scores_the_same(
     synthetic_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from facespeech.dataset import load_features, read_info, read_tracks
+from facespeech.dataset import load_features, read_info, read_tracks, split_frames_only
 from facespeech.errors import InputError
 from facespeech.hooks import Progress, ProgressFn, StopFn, Stopped, never_stop, no_progress
 from facespeech.model import ModelConfig, TalkingHead
@@ -95,10 +95,13 @@ def run(
         audio_stats = audio_statistics(mel)
         model_config = config.to_model_config(expression_dim_of(track), lip_dim_of(track),
                                               len(track.segment_starts))
+    # the pose and code statistics above are the whole track's; frames outside the split
+    # (a view of part of a joined dataset) are not loaded
     clip = load_clip(
-        dataset_dir, track, config.image_size, info.image_size, normaliser, audio_stats, mel,
-        model_config.camera_distance, model_config.expression_dim, model_config.motion_dim,
-        model_config.motion_shape, model_config.mask_region, model_config.motion_per_take,
+        dataset_dir, split_frames_only(track), config.image_size, info.image_size, normaliser,
+        audio_stats, mel, model_config.camera_distance, model_config.expression_dim,
+        model_config.motion_dim, model_config.motion_shape, model_config.mask_region,
+        model_config.motion_per_take,
     )
     if device.type == "cuda":  # each step's frames are then gathered there, not copied over
         clip = replace(clip, images=clip.images.to(device), masks=clip.masks.to(device))
@@ -106,7 +109,7 @@ def run(
         "person": track.person, "clip": track.clip, "fps": info.fps,
         "source_image_size": info.image_size, "pose_normaliser": asdict(normaliser),
         "audio_mean": audio_stats[0], "audio_std": audio_stats[1],
-        "reference_frame": track.poses[clip.train_rows[-1]].frame,
+        "reference_frame": clip.track.poses[clip.train_rows[-1]].frame,
     }
     reference_pool = None  # (train rows, candidates): near-pose references per training row
     if config.reference_frames == "self":
