@@ -41,8 +41,17 @@ def test_every_preset_trains_two_steps(preset: str, synthetic_dataset: Path,
     # a warping model also scores its reference as it was warped into the target's pose
     assert ("baseline_warped_reference_psnr" in result.metrics) == config.warp_reference
     assert json.loads((tmp_path / "config.json").read_text())["steps"] == 2
-    names = {json.loads(line)["name"] for line in (tmp_path / "metrics.jsonl").open()}
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").open()]
+    names = {line["name"] for line in lines}
     assert {"Loss/photo", "Timing/sec_per_iter", "Quality/psnr"} <= names
+    # before its audio -> motion regressors are fitted, a motion-driven renderer is scored on
+    # the tracked codes, logged as such; the audio-driven scores come at the end
+    psnr_steps = [line["step"] for line in lines if line["name"] == "Quality/psnr"]
+    tracked_steps = [line["step"] for line in lines if line["name"] == "Quality/tracked_psnr"]
+    if config.use_motion:
+        assert psnr_steps == [2] and tracked_steps == [1, 2]
+    else:
+        assert psnr_steps == [1, 2, 2] and not tracked_steps
     assert any((tmp_path / "tensorboard").iterdir())  # the same scalars, for TensorBoard
     assert [p.name for p in written] == ["step-000000001.pt", "step-000000002.pt"]
     final = load(result.checkpoint)

@@ -223,10 +223,15 @@ def run(
                                  f"step {step}/{config.steps} loss {loss_value:.4f} eta {eta:.0f}s",
                                  {"loss": loss_value, "sec_per_iter": sec_per_iter}))
         if config.eval_every and step % config.eval_every == 0 and world.is_main:
-            quick = evaluate(model, clip, clip.held_out_rows[: config.eval_frames], device)
+            # the audio -> motion regressors are fitted after the renderer: until then a
+            # motion-driven renderer is scored on the tracked codes, and the names say so
+            tracked = bool(model_config.motion_dim)
+            quick = evaluate(model, clip, clip.held_out_rows[: config.eval_frames], device,
+                             tracked_motion=tracked)
+            prefix = "Quality/tracked_" if tracked else "Quality/"
             for name, value in quick.items():
-                log.report(f"Quality/{name}", value, step)
-            log.image("Frames/held_out", held_out_sample(model, clip, device), step)
+                log.report(f"{prefix}{name}", value, step)
+            log.image("Frames/held_out", held_out_sample(model, clip, device, tracked), step)
         if step % config.checkpoint_every == 0 or step == config.steps:
             snapshot()
             last_good = copy.deepcopy(payload())
@@ -251,12 +256,13 @@ def run(
 
 def evaluate(
     model: TalkingHead, clip: ClipTensors, rows: list[int], device: torch.device, batch: int = 8,
-    min_gap: int = 0,
+    min_gap: int = 0, tracked_motion: bool = False,
 ) -> dict[str, float]:
     """Render held-out frames from their own audio and poses over the training frame nearest in
     pose (at least min_gap frames away) — or over themselves, lower face hidden, for a model
     that draws over its target — and score them against the real frames; the last training
-    frame and the nearest-pose one alone are the baselines. quality.evaluate has the full
+    frame and the nearest-pose one alone are the baselines. tracked_motion: drive the mouth by
+    the frames' tracked motion codes, not the audio regressors'. quality.evaluate has the full
     protocol set (paste-back, landmarks, retrieval)."""
     if not rows:
         return {}
@@ -269,7 +275,7 @@ def evaluate(
             target_rows = torch.tensor(chunk)
             references = nearest_pose_rows(clip, chunk, 1, min_gap)[:, 0]
             drawn_over = target_rows if model.config.draws_over_target else references
-            out = render_outputs(model, clip, target_rows, drawn_over, device)
+            out = render_outputs(model, clip, target_rows, drawn_over, device, tracked_motion)
             target = clip.images[target_rows].to(device).float() / 255.0
             mask = clip.masks[target_rows].to(device).float() / 255.0
             scores = compute_metrics(out["rgb"], target, mask)
@@ -327,15 +333,18 @@ def _unit(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
 
 
-def held_out_sample(model: TalkingHead, clip: ClipTensors, device: torch.device) -> torch.Tensor:
-    """real | rendered of the first held-out frame, side by side (3, S, 2S), for the logs."""
+def held_out_sample(model: TalkingHead, clip: ClipTensors, device: torch.device,
+                    tracked_motion: bool = False) -> torch.Tensor:
+    """real | rendered of the first held-out frame, side by side (3, S, 2S), for the logs;
+    drawn over what evaluate draws it over."""
     if not clip.held_out_rows:
         return torch.zeros(3, 8, 16)
     row = clip.held_out_rows[:1]
+    drawn_over = (torch.tensor(row) if model.config.draws_over_target
+                  else nearest_pose_rows(clip, row, 1, 0)[:, 0])
     was_training = model.training
     model.eval()
-    rendered = render_rows(model, clip, torch.tensor(row), nearest_pose_rows(clip, row, 1, 0)[:, 0],
-                           device)
+    rendered = render_rows(model, clip, torch.tensor(row), drawn_over, device, tracked_motion)
     model.train(was_training)
     real = clip.images[row].float().cpu() / 255.0
     return torch.cat([real[0], rendered[0].cpu()], dim=2)
