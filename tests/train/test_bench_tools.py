@@ -1,4 +1,5 @@
-"""The bench tools behind docs/QUALITY.md: split_view, fit_gap, carry, refit_motion, motion_mix."""
+"""The bench tools behind docs/QUALITY.md: split_view, fit_gap, carry, refit_motion, motion_mix,
+embedding_probe."""
 
 from __future__ import annotations
 
@@ -198,3 +199,22 @@ def test_motion_mix_takes_each_part_of_the_code_from_the_source_it_names() -> No
         assert mixed_codes(mix, predicted, tracked)[0].tolist() == row, mix
     with pytest.raises(typer.BadParameter):
         mixed_codes("neither", predicted, tracked)
+
+
+def test_embedding_probe_scores_the_mel_ridge_and_stacks_embeddings(
+        synthetic_dataset: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without an embedding model the probe scores the log-mel ridge alone; embeddings (here
+    made up) join as the 5 frames around each frame, clamped at the clip's ends."""
+    from bench import embedding_probe
+
+    embedding_probe.main(synthetic_dataset)
+    scores = json.loads(capsys.readouterr().out)["mel"]
+    assert -1.0 <= scores["held_out_opening_corr"] <= 1.0
+    assert np.isfinite(scores["held_out_shape_mse"])
+
+    windows = torch.zeros(10, 4, 3)
+    embeddings = np.arange(10, dtype=np.float32)[:, None].repeat(2, axis=1)
+    both = embedding_probe.features("mel+emb", windows, embeddings, np.array([0, 9]), 2)
+    assert both.shape == (2, 2 * 4 * 3 + 5 * 2)
+    assert both[0, -10:].tolist() == [0, 0, 0, 0, 0, 0, 1, 1, 2, 2]
+    assert both[1, -10:].tolist() == [7, 7, 8, 8, 9, 9, 9, 9, 9, 9]
