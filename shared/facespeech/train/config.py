@@ -209,14 +209,13 @@ LOWER_FACE_MIN_SECONDS = 20.0
 PRESETS: dict[str, TrainConfig] = {
     # CPU demo: a few minutes on 2 cores for a ~12 s clip at 128^2 (see docs/PERFORMANCE.md).
     "tiny": TrainConfig(),
-    # One GPU, minutes: 512^2 output from a 64^2 render. 5,000 steps is what every `fast`
-    # figure of docs/QUALITY.md from session 12 on trained (5-9 minutes on one H100 or H200);
-    # past a few thousand steps a clip of under a minute is memorised, not learnt better
-    # (session 8: held-out face flat from 3.2k to 7.2k steps, training frames up 2.7 dB).
+    # One GPU, minutes: 512^2 output from a 64^2 render. 10,000 steps: 9 minutes alone on an
+    # H100; on obama's 29 s its held-out face is 0.4-1.1 dB better than after the 5,000 of
+    # every earlier `fast` figure (docs/QUALITY.md, session 19).
     "fast": TrainConfig(
         image_size=512, render_size=64, audio_dim=64, plane_channels=32, plane_resolution=256,
         hidden=128, feature_dim=32, samples_per_ray=32, upsampler_channels=128,
-        steps=5_000, batch_size=8, lr=1e-3, plane_lr=1e-2, eval_every=2000,
+        steps=10_000, batch_size=8, lr=1e-3, plane_lr=1e-2, eval_every=2000,
         checkpoint_every=1000, device="auto", background_weight=0.05, mouth_weight=4.0,
         ssim_weight=0.1, reference_frames="near_pose", use_motion=True, warp_reference=True,
         warp_weight=1.0, main_take_share=0.75, motion_regressors=5,
