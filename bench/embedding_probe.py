@@ -27,7 +27,7 @@ from scipy.ndimage import gaussian_filter1d
 from sklearn.linear_model import Ridge
 
 from bench.motion_fit import untrained, voice_windows
-from facespeech.dataset import SAMPLE_RATE
+from facespeech.dataset import SAMPLE_RATE, audio_path
 from facespeech.media import load_audio
 from facespeech.quality.evaluate import audio_energy, best_lag
 from facespeech.quality.metrics import mouth_opening_correlation
@@ -131,7 +131,7 @@ def main(dataset: Path, models: Path | None = None, voices: str = "",
     embed = onnx_embedder(models) if models is not None else None
     embeddings = None
     if embed is not None:
-        wave = load_audio(dataset / "audio" / clip.track.person / "clip.wav", SAMPLE_RATE)
+        wave = load_audio(audio_path(dataset, clip.track.person, clip.track.clip), SAMPLE_RATE)
         embeddings = embed(wave, len(clip.windows))
     voice_inputs = []
     for path in [Path(v) for v in voices.split(",") if v]:

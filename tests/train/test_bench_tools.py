@@ -81,7 +81,7 @@ def test_training_on_a_main_video_view_loads_only_its_frames_and_trains_the_same
 ) -> None:
     """Frames outside the view's split are never loaded, and leaving them out changes
     nothing the run learns: the same weights, step for step, as a run that loads them."""
-    from facespeech.train import loop
+    from facespeech.train import checkpoints, loop
 
     joined = joined_view(synthetic_dataset, tmp_path / "joined", [1, 21])
     view = tmp_path / "main"
@@ -103,7 +103,7 @@ def test_training_on_a_main_video_view_loads_only_its_frames_and_trains_the_same
 
     assert loaded == [len(track.train_frames) + len(track.held_out_frames), len(track.poses)]
     assert loaded[0] < loaded[1]
-    weights = [torch.load(run.checkpoint, weights_only=False) for run in (cut, whole)]
+    weights = [checkpoints.load(run.checkpoint) for run in (cut, whole)]
     assert weights[0]["data"] == weights[1]["data"]
     for name, value in weights[0]["model"].items():
         assert torch.equal(value, weights[1]["model"][name]), name

@@ -274,7 +274,7 @@ def evaluate(
         for chunk in _chunks(rows, batch):
             target_rows = torch.tensor(chunk)
             references = nearest_pose_rows(clip, chunk, 1, min_gap)[:, 0]
-            drawn_over = target_rows if model.config.draws_over_target else references
+            drawn_over = _drawn_over(model, target_rows, references)
             out = render_outputs(model, clip, target_rows, drawn_over, device, tracked_motion)
             target = clip.images[target_rows].to(device).float() / 255.0
             mask = clip.masks[target_rows].to(device).float() / 255.0
@@ -290,6 +290,13 @@ def evaluate(
                 sums[name] = sums.get(name, 0.0) + value * len(chunk)
     model.train(was_training)
     return {name: total / len(rows) for name, total in sums.items()}
+
+
+def _drawn_over(model: TalkingHead, rows: torch.Tensor, references: torch.Tensor
+                ) -> torch.Tensor:
+    """The frames a render of `rows` is drawn over: the rows themselves for a model that redraws
+    its target's lower face, else their references."""
+    return rows if model.config.draws_over_target else references
 
 
 def _training_fit(
@@ -339,12 +346,11 @@ def held_out_sample(model: TalkingHead, clip: ClipTensors, device: torch.device,
     drawn over what evaluate draws it over."""
     if not clip.held_out_rows:
         return torch.zeros(3, 8, 16)
-    row = clip.held_out_rows[:1]
-    drawn_over = (torch.tensor(row) if model.config.draws_over_target
-                  else nearest_pose_rows(clip, row, 1, 0)[:, 0])
+    row = torch.tensor(clip.held_out_rows[:1])
+    drawn_over = _drawn_over(model, row, nearest_pose_rows(clip, row.tolist(), 1, 0)[:, 0])
     was_training = model.training
     model.eval()
-    rendered = render_rows(model, clip, torch.tensor(row), drawn_over, device, tracked_motion)
+    rendered = render_rows(model, clip, row, drawn_over, device, tracked_motion)
     model.train(was_training)
     real = clip.images[row].float().cpu() / 255.0
     return torch.cat([real[0], rendered[0].cpu()], dim=2)
