@@ -13,6 +13,7 @@ training reads the dataset layout it always does.
 from __future__ import annotations
 
 import io
+import json
 import os
 import tarfile
 from concurrent.futures import ProcessPoolExecutor
@@ -25,6 +26,9 @@ app = typer.Typer(add_completion=False)
 
 LEFT_BEHIND = (".join/", "audio/", "metadata/landmarks3d", "contact_sheet")
 WEBP_QUALITY = 90
+# Crops of frames the split names neither for training nor for holding out (the other take of
+# a split_view --main-video-only view): training loads them with the rest but never draws one.
+UNUSED_QUALITY = 10
 JPEG_QUALITY = 95
 
 
@@ -48,17 +52,33 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
+def _files_under(root: Path) -> list[Path]:
+    """Every file below root, through symbolic links too: split_view's views are links."""
+    return sorted(Path(folder) / name for folder, _, names in os.walk(root, followlinks=True)
+                  for name in names)
+
+
+def _split_crops(dataset: Path) -> set[str]:
+    """images/<person>/<frame>.jpg of every frame metadata/split.json names."""
+    split = json.loads((dataset / "metadata" / "split.json").read_text())
+    return {f"images/{person}/{frame:05d}.jpg"
+            for person, parts in split.items() for frame in parts["train"] + parts["held_out"]}
+
+
 @app.command()
-def pack(dataset: Path, archive: Path, quality: int = WEBP_QUALITY) -> None:
-    files = sorted(p for p in dataset.rglob("*") if p.is_file())
+def pack(dataset: Path, archive: Path, quality: int = WEBP_QUALITY,
+         unused_quality: int = UNUSED_QUALITY) -> None:
+    files = _files_under(dataset)
     relatives = [p.relative_to(dataset).as_posix() for p in files]
     kept = [(p, r) for p, r in zip(files, relatives, strict=True) if _travels(r)]
-    crops = [p for p, r in kept if _is_crop(r)]
+    crops = [(p, r) for p, r in kept if _is_crop(r)]
+    named = _split_crops(dataset)
+    qualities = [quality if r in named else unused_quality for _, r in crops]
     with ProcessPoolExecutor() as pool:
-        encoded = pool.map(_as_webp, crops, [quality] * len(crops), chunksize=32)
-        webps = dict(zip(crops, encoded, strict=True))
+        encoded = pool.map(_as_webp, [p for p, _ in crops], qualities, chunksize=32)
+        webps = dict(zip([p for p, _ in crops], encoded, strict=True))
     archive.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(archive, "w:xz", preset=6) as tar:
+    with tarfile.open(archive, "w:xz", preset=6, dereference=True) as tar:
         for path, relative in kept:
             if path in webps:
                 _add_bytes(tar, relative[: -len(".jpg")] + ".webp", webps[path])

@@ -31,7 +31,11 @@ for spec in "$@"; do
 done
 
 resume=()
-[ "${RESUME:-0}" = 1 ] && resume=(--resume)
+if [ "${RESUME:-0}" = 1 ]; then
+    # a fresh machine has no .gpuwork: starting over would spend the call on steps already run
+    [ -d .gpuwork/runs ] || { echo "RESUME=1 but no .gpuwork/runs here: the machine is new"; exit 9; }
+    resume=(--resume)
+fi
 for spec in "$@"; do
     IFS='|' read -r name data steps overrides preset <<<"$spec"
     [ -n "$overrides" ] || overrides='{}'

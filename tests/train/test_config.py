@@ -17,6 +17,12 @@ def test_presets_include_tiny_fast_quality_and_build() -> None:
     assert PRESETS["fast"].image_size == PRESETS["quality"].image_size == 512
 
 
+def test_quality_is_fast_trained_longer() -> None:
+    fast, quality = PRESETS["fast"], PRESETS["quality"]
+    assert quality.steps > fast.steps
+    assert quality.model_dump(exclude={"steps"}) == fast.model_dump(exclude={"steps"})
+
+
 def test_from_preset_applies_overrides() -> None:
     config = TrainConfig.from_preset("tiny", {"steps": 7, "lr": 1e-4})
     assert (config.steps, config.lr, config.image_size) == (7, 1e-4, PRESETS["tiny"].image_size)

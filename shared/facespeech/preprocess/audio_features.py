@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import librosa
 import numpy as np
 
 from facespeech.dataset import MEL_HZ, N_MELS, SAMPLE_RATE
@@ -22,6 +21,8 @@ def log_mel(wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
 
     At 16 kHz: n_fft = win = 400, hop = 160 (the Wav2Lip/ER-NeRF front end).
     """
+    import librosa  # here, not at the top: training imports this module but needs no librosa
+
     hop = sample_rate // MEL_HZ
     window = round(WINDOW_SECONDS * sample_rate)
     mel = librosa.feature.melspectrogram(

@@ -206,30 +206,25 @@ LOWER_FACE_MODE: dict[str, Any] = {
 # Training video from which `fast` and `quality` draw over the target (lower_face_min_seconds).
 LOWER_FACE_MIN_SECONDS = 20.0
 
+# One GPU, minutes: 512^2 output from a 64^2 render. 10,000 steps: 9 minutes alone on an H100;
+# on obama's 29 s its held-out face is 0.4-1.1 dB better than after the 5,000 of every earlier
+# `fast` figure (docs/QUALITY.md, session 19).
+FAST = TrainConfig(
+    image_size=512, render_size=64, audio_dim=64, plane_channels=32, plane_resolution=256,
+    hidden=128, feature_dim=32, samples_per_ray=32, upsampler_channels=128,
+    steps=10_000, batch_size=8, lr=1e-3, plane_lr=1e-2, eval_every=2000,
+    checkpoint_every=1000, device="auto", background_weight=0.05, mouth_weight=4.0,
+    ssim_weight=0.1, reference_frames="near_pose", use_motion=True, warp_reference=True,
+    warp_weight=1.0, main_take_share=0.75, motion_regressors=5,
+    motion_smoothing=2.0, lower_face_min_seconds=LOWER_FACE_MIN_SECONDS,
+)
+
 PRESETS: dict[str, TrainConfig] = {
     # CPU demo: a few minutes on 2 cores for a ~12 s clip at 128^2 (see docs/PERFORMANCE.md).
     "tiny": TrainConfig(),
-    # One GPU, minutes: 512^2 output from a 64^2 render. 10,000 steps: 9 minutes alone on an
-    # H100; on obama's 29 s its held-out face is 0.4-1.1 dB better than after the 5,000 of
-    # every earlier `fast` figure (docs/QUALITY.md, session 19).
-    "fast": TrainConfig(
-        image_size=512, render_size=64, audio_dim=64, plane_channels=32, plane_resolution=256,
-        hidden=128, feature_dim=32, samples_per_ray=32, upsampler_channels=128,
-        steps=10_000, batch_size=8, lr=1e-3, plane_lr=1e-2, eval_every=2000,
-        checkpoint_every=1000, device="auto", background_weight=0.05, mouth_weight=4.0,
-        ssim_weight=0.1, reference_frames="near_pose", use_motion=True, warp_reference=True,
-        warp_weight=1.0, main_take_share=0.75, motion_regressors=5,
-        motion_smoothing=2.0, lower_face_min_seconds=LOWER_FACE_MIN_SECONDS,
-    ),
-    # One GPU, longer and larger: fast's losses and references (each measured against its
-    # control there, docs/QUALITY.md) with a 128^2 render, finer planes, more samples and steps.
-    "quality": TrainConfig(
-        image_size=512, render_size=128, audio_dim=64, use_motion=True, plane_channels=32,
-        plane_resolution=512, hidden=128, feature_dim=32, samples_per_ray=48,
-        upsampler_channels=128, steps=80_000, batch_size=8, lr=1e-3, plane_lr=1e-2,
-        eval_every=5000, checkpoint_every=1000, device="auto", background_weight=0.05,
-        mouth_weight=4.0, ssim_weight=0.1, reference_frames="near_pose", warp_reference=True,
-        warp_weight=1.0, main_take_share=0.75, motion_regressors=5,
-        motion_smoothing=2.0, lower_face_min_seconds=LOWER_FACE_MIN_SECONDS,
-    ),
+    "fast": FAST,
+    # One GPU, twice as long: fast's recipe for 20,000 steps. A larger render (128^2, finer
+    # planes, more samples) was worse at equal steps and fits no 20-minute budget (session
+    # 14); on this little video more steps are what still helps (docs/QUALITY.md, session 20).
+    "quality": FAST.model_copy(update={"steps": 20_000}),
 }
