@@ -188,6 +188,30 @@ def test_carried_dataset_trains_like_the_original(synthetic_dataset: Path, tmp_p
     assert "psnr_face" in result.metrics
 
 
+def test_carried_view_holds_the_linked_files_and_shrinks_the_unused_crops(
+        synthetic_dataset: Path, tmp_path: Path) -> None:
+    """A split_view view is links to its dataset: the archive holds the files themselves, and
+    the crops of frames the view no longer names travel at low quality."""
+    make_view(synthetic_dataset, tmp_path / "half", 0.5)
+    archive = tmp_path / "half.tar.xz"
+    carry.pack(tmp_path / "half", archive)
+    carry.unpack(archive, tmp_path / "back")
+    view, back = read_tracks(tmp_path / "half")[0], read_tracks(tmp_path / "back")[0]
+    assert back.train_frames == view.train_frames and len(back.poses) == len(view.poses)
+    assert not [p for p in (tmp_path / "back").rglob("*") if p.is_symlink()]
+    dropped = read_tracks(synthetic_dataset)[0].train_frames[-1]
+    assert dropped not in view.train_frames
+    kept = view.train_frames[0]
+
+    def psnr(frame: int) -> float:
+        name = f"images/{view.person}/{frame:05d}.jpg"
+        sent = np.asarray(Image.open(synthetic_dataset / name), float)
+        got = np.asarray(Image.open(tmp_path / "back" / name), float)
+        return float(10 * np.log10(255**2 / np.mean((sent - got) ** 2)))
+
+    assert psnr(kept) > 35 > psnr(dropped)
+
+
 def test_motion_mix_takes_each_part_of_the_code_from_the_source_it_names() -> None:
     from bench.motion_mix import MIXES, mixed_codes
 
