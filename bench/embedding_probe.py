@@ -26,7 +26,7 @@ import typer
 from scipy.ndimage import gaussian_filter1d
 from sklearn.linear_model import Ridge
 
-from bench.motion_fit import untrained, voice_windows
+from bench.motion_fit import per_bin, untrained, voice_windows
 from facespeech.dataset import SAMPLE_RATE, audio_path
 from facespeech.media import load_audio
 from facespeech.quality.evaluate import audio_energy, best_lag
@@ -125,9 +125,12 @@ def probe(kind: str, clip: ClipTensors, embeddings: np.ndarray | None, neighbour
 
 
 def main(dataset: Path, models: Path | None = None, voices: str = "",
-         voice_seconds: float = 20.0) -> None:
+         voice_seconds: float = 20.0, norm: str = "global") -> None:
+    """`--norm bins` normalises each recording's log-mel per mel bin (bench.motion_fit's)."""
     config = TrainConfig.from_preset("fast", {"motion_shape": "expression"})
     model, clip, stats = untrained(dataset, config, {})
+    if norm == "bins":
+        clip.windows = per_bin(clip.windows)
     embed = onnx_embedder(models) if models is not None else None
     embeddings = None
     if embed is not None:
@@ -135,7 +138,7 @@ def main(dataset: Path, models: Path | None = None, voices: str = "",
         embeddings = embed(wave, len(clip.windows))
     voice_inputs = []
     for path in [Path(v) for v in voices.split(",") if v]:
-        windows = voice_windows(path, voice_seconds, 25, stats, "global")
+        windows = voice_windows(path, voice_seconds, 25, stats, norm)
         wave = load_audio(path, SAMPLE_RATE)[: round(voice_seconds * SAMPLE_RATE)]
         voice_inputs.append((path.stem, windows,
                              embed(wave, len(windows)) if embed is not None else None))
