@@ -13,7 +13,6 @@ training reads the dataset layout it always does.
 from __future__ import annotations
 
 import io
-import json
 import os
 import tarfile
 from concurrent.futures import ProcessPoolExecutor
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import typer
 from PIL import Image
+
+from facespeech.dataset import image_path, read_tracks
 
 app = typer.Typer(add_completion=False)
 
@@ -59,10 +60,10 @@ def _files_under(root: Path) -> list[Path]:
 
 
 def _split_crops(dataset: Path) -> set[str]:
-    """images/<person>/<frame>.jpg of every frame metadata/split.json names."""
-    split = json.loads((dataset / "metadata" / "split.json").read_text())
-    return {f"images/{person}/{frame:05d}.jpg"
-            for person, parts in split.items() for frame in parts["train"] + parts["held_out"]}
+    """The crops (relative paths) of every frame the split names."""
+    return {image_path(Path(), track.person, frame).as_posix()
+            for track in read_tracks(dataset)
+            for frame in track.train_frames + track.held_out_frames}
 
 
 @app.command()
@@ -71,12 +72,12 @@ def pack(dataset: Path, archive: Path, quality: int = WEBP_QUALITY,
     files = _files_under(dataset)
     relatives = [p.relative_to(dataset).as_posix() for p in files]
     kept = [(p, r) for p, r in zip(files, relatives, strict=True) if _travels(r)]
-    crops = [(p, r) for p, r in kept if _is_crop(r)]
     named = _split_crops(dataset)
-    qualities = [quality if r in named else unused_quality for _, r in crops]
+    crops = [p for p, r in kept if _is_crop(r)]
+    qualities = [quality if r in named else unused_quality for _, r in kept if _is_crop(r)]
     with ProcessPoolExecutor() as pool:
-        encoded = pool.map(_as_webp, [p for p, _ in crops], qualities, chunksize=32)
-        webps = dict(zip([p for p, _ in crops], encoded, strict=True))
+        encoded = pool.map(_as_webp, crops, qualities, chunksize=32)
+        webps = dict(zip(crops, encoded, strict=True))
     archive.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(archive, "w:xz", preset=6, dereference=True) as tar:
         for path, relative in kept:

@@ -15,7 +15,7 @@ from PIL import Image
 from bench import carry, fit_gap
 from bench.split_view import make_view
 from facespeech import train
-from facespeech.dataset import read_tracks
+from facespeech.dataset import image_path, read_tracks
 from tests.train.conftest import joined_view
 
 
@@ -168,6 +168,12 @@ def test_refit_motion_keeps_the_renderer_and_fits_new_regressors(
     assert "regressors.1.head.1.weight" in after["model"]
 
 
+def _crop_psnr(sent_root: Path, back_root: Path, person: str, frame: int) -> float:
+    sent = np.asarray(Image.open(image_path(sent_root, person, frame)), float)
+    got = np.asarray(Image.open(image_path(back_root, person, frame)), float)
+    return float(10 * np.log10(255**2 / np.mean((sent - got) ** 2)))
+
+
 def test_carried_dataset_trains_like_the_original(synthetic_dataset: Path, tmp_path: Path) -> None:
     """bench.carry: what travels to the device is a dataset training reads, crops within
     WebP's loss of the originals, and nothing training does not read."""
@@ -179,10 +185,8 @@ def test_carried_dataset_trains_like_the_original(synthetic_dataset: Path, tmp_p
     assert back.held_out_frames == original.held_out_frames
     assert not list((tmp_path / "back").glob("audio/**/*.wav"))
     assert not list((tmp_path / "back").glob("images/**/*.webp"))
-    for name in ("00001.jpg", f"{original.train_frames[-1]:05d}.jpg"):
-        sent = np.asarray(Image.open(synthetic_dataset / "images" / original.person / name), float)
-        got = np.asarray(Image.open(tmp_path / "back" / "images" / back.person / name), float)
-        assert 10 * np.log10(255**2 / np.mean((sent - got) ** 2)) > 35
+    for frame in (1, original.train_frames[-1]):
+        assert _crop_psnr(synthetic_dataset, tmp_path / "back", original.person, frame) > 35
     config = _tiny_config(steps=2)
     result = train.run(tmp_path / "back", tmp_path / "run", config, resume=False)
     assert "psnr_face" in result.metrics
@@ -202,14 +206,8 @@ def test_carried_view_holds_the_linked_files_and_shrinks_the_unused_crops(
     dropped = read_tracks(synthetic_dataset)[0].train_frames[-1]
     assert dropped not in view.train_frames
     kept = view.train_frames[0]
-
-    def psnr(frame: int) -> float:
-        name = f"images/{view.person}/{frame:05d}.jpg"
-        sent = np.asarray(Image.open(synthetic_dataset / name), float)
-        got = np.asarray(Image.open(tmp_path / "back" / name), float)
-        return float(10 * np.log10(255**2 / np.mean((sent - got) ** 2)))
-
-    assert psnr(kept) > 35 > psnr(dropped)
+    assert (_crop_psnr(synthetic_dataset, tmp_path / "back", view.person, kept) > 35
+            > _crop_psnr(synthetic_dataset, tmp_path / "back", view.person, dropped))
 
 
 def test_motion_mix_takes_each_part_of_the_code_from_the_source_it_names() -> None:
