@@ -223,8 +223,9 @@ PRESETS: dict[str, TrainConfig] = {
     # CPU demo: a few minutes on 2 cores for a ~12 s clip at 128^2 (see docs/PERFORMANCE.md).
     "tiny": TrainConfig(),
     "fast": FAST,
-    # One GPU, twice as long: fast's recipe for 20,000 steps, not yet run. A larger render
-    # (128^2, finer planes, more samples) was worse at equal steps (session 14); 5,000 -> 10,000
-    # steps helped, and the held-out curve flattens by 10,000 (docs/QUALITY.md, sessions 19-20).
+    # One GPU, twice as long: fast's recipe for 20,000 steps (16 minutes on an H100). On obama's
+    # 29 s it scores 0.1 dB *below* fast on the held-out tail (docs/QUALITY.md, session 23): the
+    # extra steps fit the training frames harder. A larger render (128^2, finer planes, more
+    # samples) was worse at equal steps (session 14); more video is the measured lever.
     "quality": FAST.model_copy(update={"steps": 20_000}),
 }
