@@ -80,9 +80,10 @@ def test_trains_on_cuda_with_the_clip_held_there(synthetic_dataset: Path, tmp_pa
     assert "baseline_warped_reference_psnr" in result.metrics
 
 
-def test_stop_then_resume_matches_an_uninterrupted_run(synthetic_dataset: Path,
-                                                        tmp_path: Path) -> None:
-    config = _config(steps=4, checkpoint_every=100)
+@pytest.mark.parametrize("ema_decay", [0.0, 0.5])
+def test_stop_then_resume_matches_an_uninterrupted_run(synthetic_dataset: Path, tmp_path: Path,
+                                                        ema_decay: float) -> None:
+    config = _config(steps=4, checkpoint_every=100, ema_decay=ema_decay)
     straight = run(synthetic_dataset, tmp_path / "straight", config, resume=False)
 
     calls = iter(range(100))
@@ -96,6 +97,27 @@ def test_stop_then_resume_matches_an_uninterrupted_run(synthetic_dataset: Path,
     for name in a:
         assert torch.equal(a[name], b[name]), name
     assert resumed.metrics == pytest.approx(straight.metrics)
+
+
+def test_the_moving_average_is_scored_beside_the_weights_and_is_what_is_kept(
+    synthetic_dataset: Path, tmp_path: Path
+) -> None:
+    config = _config(steps=3, checkpoint_every=1, eval_every=1, eval_frames=2, ema_decay=0.5)
+    result = run(synthetic_dataset, tmp_path, config)
+
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").open()]
+    raw = [x["value"] for x in lines if x["name"] == "Quality/psnr_face"]
+    averaged = [x["value"] for x in lines if x["name"] == "Quality/ema_psnr_face"]
+    assert len(averaged) == 3 and len(raw) == 4  # the last raw one is the kept model's
+    assert averaged[0] == pytest.approx(raw[0])  # after one step the average is the weights
+    assert averaged[1] != pytest.approx(raw[1])
+    last = load(tmp_path / "checkpoints" / "step-000000003.pt")
+    kept = load(result.checkpoint)
+    assert kept["ema"] is None and kept["optimizer"] is None  # final weights stay small
+    for name, weights in kept["model"].items():
+        assert torch.equal(weights, last["ema"][f"module.{name}"]), name
+    assert any(not torch.equal(kept["model"][name], last["model"][name])
+               for name in kept["model"])
 
 
 def test_resume_takes_shapes_from_the_checkpoint(synthetic_dataset: Path, tmp_path: Path) -> None:
@@ -136,11 +158,12 @@ def _poison_features(dataset: Path, tmp_path: Path, frames: slice) -> Path:
     return copy
 
 
-def test_nan_loss_rolls_back_and_training_goes_on(synthetic_dataset: Path,
-                                                   tmp_path: Path) -> None:
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_nan_loss_rolls_back_and_training_goes_on(synthetic_dataset: Path, tmp_path: Path,
+                                                   ema_decay: float) -> None:
     dataset = _poison_features(synthetic_dataset, tmp_path, slice(10, 14))
-    result = run(dataset, tmp_path / "run", _config(steps=12, checkpoint_every=2,
-                                                     batch_size=1, max_rollbacks=20))
+    result = run(dataset, tmp_path / "run", _config(steps=12, checkpoint_every=2, batch_size=1,
+                                                     max_rollbacks=20, ema_decay=ema_decay))
     rollbacks = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").open()
                  if '"Train/rollback"' in line]
     assert rollbacks, "the poisoned frames should have been drawn at least once"

@@ -62,6 +62,11 @@ class TrainConfig(BaseModel):
     lr: float = Field(2e-3, gt=0, le=1.0)
     plane_lr: float = Field(1e-2, gt=0, le=1.0)  # planes are a lookup table: they take a larger lr
     final_lr_fraction: float = Field(0.1, gt=0, le=1.0)  # cosine decay down to lr * this
+    # Exponential moving average of the renderer's weights, decay per step (0: off; 0.999
+    # averages about the last 1,000 steps). Kept beside the trained weights and scored beside
+    # them during training; the averaged weights are the ones saved and rendered with, as
+    # StyleGAN keeps G_ema: the planes' large learning rate leaves step-to-step noise in them.
+    ema_decay: float = Field(0.0, ge=0, lt=1.0)
     face_weight: float = Field(2.0, ge=0, le=100)
     mouth_weight: float = Field(8.0, ge=0, le=100)
     # Weight of pixels outside the (grown) face mask. Rendering pastes the head back onto a

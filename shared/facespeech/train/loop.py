@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from facespeech.dataset import load_features, read_info, read_tracks, split_frames_only
 from facespeech.errors import InputError
@@ -137,12 +138,16 @@ def run(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, lr_scale, rollbacks = state["step"], state["lr_scale"], state["rollbacks"]
+    ema = _moving_average(model, config.ema_decay)
+    if ema is not None and state is not None and state.get("ema") is not None:
+        ema.load_state_dict(state["ema"])  # else it starts from the weights resumed
     trainer = DistributedDataParallel(model) if world.world_size > 1 else model
 
     def payload(with_optimizer: bool = True) -> dict[str, Any]:
         return {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict() if with_optimizer else None,
+            "ema": ema.state_dict() if ema is not None and with_optimizer else None,
             "step": step, "lr_scale": lr_scale, "rollbacks": rollbacks,
             "config": config.model_dump(), "model_config": asdict(model_config),
             "data": data_info, "rng": _rng_state(),
@@ -206,10 +211,14 @@ def run(
                                    "rollbacks; lower lr or check the dataset's audio features")
             model.load_state_dict(last_good["model"])
             optimizer.load_state_dict(last_good["optimizer"])
+            if ema is not None:
+                ema.load_state_dict(last_good["ema"])
             step, lr_scale = last_good["step"], lr_scale * 0.5
             log.report("Train/rollback", rollbacks, step)
             continue
         optimizer.step()
+        if ema is not None:
+            ema.update_parameters(model)
         step += 1
 
         if step % config.log_every == 0 or step == config.steps:
@@ -226,17 +235,23 @@ def run(
             # the audio -> motion regressors are fitted after the renderer: until then a
             # motion-driven renderer is scored on the tracked codes, and the names say so
             tracked = bool(model_config.motion_dim)
-            quick = evaluate(model, clip, clip.held_out_rows[: config.eval_frames], device,
-                             tracked_motion=tracked)
             prefix = "Quality/tracked_" if tracked else "Quality/"
-            for name, value in quick.items():
-                log.report(f"{prefix}{name}", value, step)
-            log.image("Frames/held_out", held_out_sample(model, clip, device, tracked), step)
+            # the trained weights and, beside them, their average (the ones that will be kept)
+            scored = {prefix: model} | ({f"{prefix}ema_": ema.module} if ema is not None else {})
+            for names, weights in scored.items():
+                quick = evaluate(weights, clip, clip.held_out_rows[: config.eval_frames], device,
+                                 tracked_motion=tracked)
+                for name, value in quick.items():
+                    log.report(f"{names}{name}", value, step)
+            kept = ema.module if ema is not None else model
+            log.image("Frames/held_out", held_out_sample(kept, clip, device, tracked), step)
         if step % config.checkpoint_every == 0 or step == config.steps:
             snapshot()
             last_good = copy.deepcopy(payload())
 
     # --- audio -> motion, then the final evaluation on the held-out frames ----------------
+    if ema is not None:  # the average is the model from here on: fitted to, scored, saved
+        model.load_state_dict(ema.module.state_dict())
     metrics: dict[str, float] = {}
     if model_config.motion_dim and world.is_main:
         metrics |= fit_motion(model, clip, config, device, on_progress)
@@ -290,6 +305,14 @@ def evaluate(
                 sums[name] = sums.get(name, 0.0) + value * len(chunk)
     model.train(was_training)
     return {name: total / len(rows) for name, total in sums.items()}
+
+
+def _moving_average(model: TalkingHead, decay: float) -> AveragedModel | None:
+    """The exponential moving average of model's weights and buffers that
+    TrainConfig.ema_decay asks for; None when it is 0."""
+    if not decay:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def _drawn_over(model: TalkingHead, rows: torch.Tensor, references: torch.Tensor
