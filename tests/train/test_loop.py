@@ -120,6 +120,20 @@ def test_the_moving_average_is_scored_beside_the_weights_and_is_what_is_kept(
                for name in kept["model"])
 
 
+def test_the_moving_average_warms_up_from_the_first_weights() -> None:
+    from facespeech.train.loop import _moving_average
+
+    layer = torch.nn.Linear(1, 1, bias=False).requires_grad_(False)
+    average = _moving_average(layer, 0.999)
+    assert average is not None
+    for value in (0.0, 1.0):
+        layer.weight.data.fill_(value)
+        average.update_parameters(layer)
+    # the second update decays by 2/11, not 0.999: the first weights are not kept for long
+    assert average.module.weight.item() == pytest.approx(9 / 11)
+    assert _moving_average(layer, 0.0) is None
+
+
 def test_resume_takes_shapes_from_the_checkpoint(synthetic_dataset: Path, tmp_path: Path) -> None:
     run(synthetic_dataset, tmp_path, _config(steps=1, checkpoint_every=1))
     result = run(synthetic_dataset, tmp_path, _config(steps=2, hidden=32), resume=True)

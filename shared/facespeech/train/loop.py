@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from facespeech.dataset import load_features, read_info, read_tracks, split_frames_only
 from facespeech.errors import InputError
@@ -312,7 +312,19 @@ def _moving_average(model: TalkingHead, decay: float) -> AveragedModel | None:
     TrainConfig.ema_decay asks for; None when it is 0."""
     if not decay:
         return None
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor],
+               updates: torch.Tensor | int) -> None:
+        # the decay warms up (TensorFlow's ExponentialMovingAverage with num_updates): a
+        # plain 0.999 would still be a third the random initialisation after 1,000 steps
+        weight = 1.0 - min(decay, (1 + int(updates)) / (10 + int(updates)))
+        for mean, value in zip(averaged, current, strict=True):
+            if mean.is_floating_point():
+                mean.lerp_(value, weight)
+            else:  # a counter or index buffer has no average
+                mean.copy_(value)
+
+    return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
 
 
 def _drawn_over(model: TalkingHead, rows: torch.Tensor, references: torch.Tensor
