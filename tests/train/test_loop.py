@@ -111,6 +111,8 @@ def test_the_moving_average_is_scored_beside_the_weights_and_is_what_is_kept(
     assert len(averaged) == 3 and len(raw) == 4  # the last raw one is the kept model's
     assert averaged[0] == pytest.approx(raw[0])  # after one step the average is the weights
     assert averaged[1] != pytest.approx(raw[1])
+    logged_for_the_average = {x["name"] for x in lines if x["name"].startswith("Quality/ema_")}
+    assert "Quality/ema_baseline_static_psnr" not in logged_for_the_average
     last = load(tmp_path / "checkpoints" / "step-000000003.pt")
     kept = load(result.checkpoint)
     assert kept["ema"] is None and kept["optimizer"] is None  # final weights stay small

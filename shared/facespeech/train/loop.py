@@ -40,6 +40,8 @@ from facespeech.train.data import (
 from facespeech.train.motion import fit_motion
 
 Resume = bool | Literal["auto"] | Path
+# evaluate's baselines drawn from real frames alone: the same whichever weights are scored
+FRAME_BASELINES = ("baseline_static_", "baseline_reference_")
 
 
 @dataclass(frozen=True)
@@ -241,6 +243,8 @@ def run(
             for names, weights in scored.items():
                 quick = evaluate(weights, clip, clip.held_out_rows[: config.eval_frames], device,
                                  tracked_motion=tracked)
+                if weights is not model:  # real frames score alike under any weights
+                    quick = {n: v for n, v in quick.items() if not n.startswith(FRAME_BASELINES)}
                 for name, value in quick.items():
                     log.report(f"{names}{name}", value, step)
             kept = ema.module if ema is not None else model
