@@ -40,8 +40,6 @@ from facespeech.train.data import (
 from facespeech.train.motion import fit_motion
 
 Resume = bool | Literal["auto"] | Path
-# evaluate's baselines drawn from real frames alone: the same whichever weights are scored
-FRAME_BASELINES = ("baseline_static_", "baseline_reference_")
 
 
 @dataclass(frozen=True)
@@ -242,9 +240,7 @@ def run(
             scored = {prefix: model} | ({f"{prefix}ema_": ema.module} if ema is not None else {})
             for names, weights in scored.items():
                 quick = evaluate(weights, clip, clip.held_out_rows[: config.eval_frames], device,
-                                 tracked_motion=tracked)
-                if weights is not model:  # real frames score alike under any weights
-                    quick = {n: v for n, v in quick.items() if not n.startswith(FRAME_BASELINES)}
+                                 tracked_motion=tracked, frame_baselines=weights is model)
                 for name, value in quick.items():
                     log.report(f"{names}{name}", value, step)
             kept = ema.module if ema is not None else model
@@ -275,13 +271,14 @@ def run(
 
 def evaluate(
     model: TalkingHead, clip: ClipTensors, rows: list[int], device: torch.device, batch: int = 8,
-    min_gap: int = 0, tracked_motion: bool = False,
+    min_gap: int = 0, tracked_motion: bool = False, frame_baselines: bool = True,
 ) -> dict[str, float]:
     """Render held-out frames from their own audio and poses over the training frame nearest in
     pose (at least min_gap frames away) — or over themselves, lower face hidden, for a model
     that draws over its target — and score them against the real frames; the last training
-    frame and the nearest-pose one alone are the baselines. tracked_motion: drive the mouth by
-    the frames' tracked motion codes, not the audio regressors'. quality.evaluate has the full
+    frame and the nearest-pose one alone are the baselines (frame_baselines: False leaves them
+    out, as they are the same under any weights). tracked_motion: drive the mouth by the
+    frames' tracked motion codes, not the audio regressors'. quality.evaluate has the full
     protocol set (paste-back, landmarks, retrieval)."""
     if not rows:
         return {}
@@ -299,7 +296,7 @@ def evaluate(
             mask = clip.masks[target_rows].to(device).float() / 255.0
             scores = compute_metrics(out["rgb"], target, mask)
             baselines = {"static": clip.images[[static] * len(chunk)],
-                         "reference": clip.images[references]}
+                         "reference": clip.images[references]} if frame_baselines else {}
             if model.config.warp_reference:  # the reference as the upsampler sees it
                 baselines["warped_reference"] = out["reference"]
             for method, frames in baselines.items():
