@@ -66,8 +66,9 @@ class TrainConfig(BaseModel):
     # averages about the last 1,000 steps). Kept beside the trained weights and scored beside
     # them during training; the averaged weights are the ones saved and rendered with, as
     # StyleGAN keeps G_ema: the planes' large learning rate leaves step-to-step noise in them.
-    # Off in the presets: on obama at 10,000 steps it bought +0.02 dB for 5 % more per step
-    # (docs/QUALITY.md, session 25); the cosine decay already quiets the end of training.
+    # Off in the presets: on obama at 10,000 steps the head was level and paste-back 0.08-0.17
+    # dB lower, for 5 % more per step (docs/QUALITY.md, session 25); the cosine decay already
+    # quiets the end of training.
     ema_decay: float = Field(0.0, ge=0, lt=1.0)
     face_weight: float = Field(2.0, ge=0, le=100)
     mouth_weight: float = Field(8.0, ge=0, le=100)
